@@ -1,0 +1,253 @@
+"""Data augmentation for U-Net training (numpy in, numpy out, reproducible).
+
+Every random function takes an explicit ``numpy.random.Generator`` (``rng``): the same
+seed gives the same result. Images are (H, W) or (C, H, W); labels and weights are
+(H, W) and always move with the image. Geometric warps resample the image with cubic
+splines (order 3) and labels/weights with nearest neighbour (order 0), so labels keep
+integer values from the original set (label convention: 0 = not annotated,
+1 = background, >= 2 = cells). Borders are filled by mirroring (no new values appear).
+
+The elastic deformation follows the U-Net paper: random displacement vectors on a coarse
+3 x 3 grid, drawn from a Gaussian with 10 px standard deviation, interpolated to every
+pixel with bicubic (cubic spline) interpolation.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy import ndimage as ndi
+
+__all__ = [
+    "elastic_displacement",
+    "affine_displacement",
+    "warp",
+    "elastic_deform",
+    "random_flip_rot",
+    "grey_value",
+    "augment",
+]
+
+
+def _spatial_shape(image: np.ndarray) -> tuple[int, int]:
+    if image.ndim not in (2, 3):
+        raise ValueError(f"image must be (H, W) or (C, H, W), got shape {image.shape}")
+    return image.shape[-2:]
+
+
+def _check_arrays(shape, arrays):
+    for a in arrays:
+        if np.shape(a) != tuple(shape):
+            raise ValueError(f"label/weight arrays must have shape {tuple(shape)}, got {np.shape(a)}")
+
+
+def _cubic_matrix(n_out: int, n_in: int) -> np.ndarray:
+    """(n_out, n_in) matrix interpolating n_in evenly spread nodes (first/last on the
+    first/last pixel) to n_out pixels with a cubic spline."""
+    if n_in == 1:
+        return np.ones((n_out, 1))
+    pos = np.linspace(0.0, n_in - 1.0, n_out)
+    mat = np.empty((n_out, n_in))
+    for k in range(n_in):
+        e = np.zeros(n_in)
+        e[k] = 1.0
+        mat[:, k] = ndi.map_coordinates(e, pos[None], order=min(3, n_in - 1), mode="mirror")
+    return mat
+
+
+def elastic_displacement(shape, rng: np.random.Generator, grid: int = 3, sigma: float = 10.0) -> np.ndarray:
+    """Dense random displacement field, float64 (2, H, W), in pixels.
+
+    Vectors with standard deviation ``sigma`` (pixels) on a ``grid`` x ``grid`` coarse grid
+    spanning the image, interpolated to every pixel with a cubic spline.
+    """
+    h, w = (int(s) for s in shape)
+    if grid < 2:
+        raise ValueError("grid must be >= 2")
+    coarse = rng.normal(0.0, sigma, size=(2, grid, grid)) if sigma > 0 else np.zeros((2, grid, grid))
+    my = _cubic_matrix(h, grid)
+    mx = _cubic_matrix(w, grid)
+    return np.stack([my @ coarse[i] @ mx.T for i in range(2)])
+
+
+def affine_displacement(
+    shape, rng: np.random.Generator, max_rotation: float = 0.0, max_shift: float = 0.0, max_scale: float = 0.0
+) -> np.ndarray:
+    """Displacement field (2, H, W), pixels, of a random rotation/scale about the centre and shift.
+
+    Angle uniform in [-max_rotation, max_rotation] degrees, shift uniform in
+    [-max_shift, max_shift] pixels per axis, scale uniform in [1 - max_scale, 1 + max_scale].
+    """
+    h, w = (int(s) for s in shape)
+    angle = math.radians(rng.uniform(-max_rotation, max_rotation)) if max_rotation else 0.0
+    shift = rng.uniform(-max_shift, max_shift, size=2) if max_shift else np.zeros(2)
+    scale = rng.uniform(1.0 - max_scale, 1.0 + max_scale) if max_scale else 1.0
+    cy, cx = (h - 1) / 2.0, (w - 1) / 2.0
+    yy, xx = np.meshgrid(np.arange(h) - cy, np.arange(w) - cx, indexing="ij")
+    c, s = math.cos(angle) / scale, math.sin(angle) / scale
+    src_y = c * yy - s * xx + shift[0]
+    src_x = s * yy + c * xx + shift[1]
+    return np.stack([src_y - yy, src_x - xx])
+
+
+def warp(image, *arrays_nearest, displacement, order: int = 3, mode: str = "mirror"):
+    """Resample ``image`` and ``arrays_nearest`` at ``pixel + displacement``.
+
+    ``displacement``: (2, H, W) in pixels. ``image`` (H, W) or (C, H, W) -> float32,
+    interpolated with spline ``order``; each array (H, W) is resampled with nearest
+    neighbour and keeps its dtype. Returns ``image`` alone, or a tuple
+    ``(image, *arrays)`` when arrays are given.
+    """
+    image = np.asarray(image)
+    shape = _spatial_shape(image)
+    _check_arrays(shape, arrays_nearest)
+    displacement = np.asarray(displacement)
+    if displacement.shape != (2, *shape):
+        raise ValueError(f"displacement must have shape {(2, *shape)}, got {displacement.shape}")
+    grid = np.mgrid[0 : shape[0], 0 : shape[1]].astype(np.float64)
+    coords = grid + displacement
+    img = image.astype(np.float32, copy=False)
+    if img.ndim == 2:
+        out = ndi.map_coordinates(img, coords, order=order, mode=mode, output=np.float32)
+    else:
+        out = np.stack(
+            [ndi.map_coordinates(ch, coords, order=order, mode=mode, output=np.float32) for ch in img]
+        )
+    if not arrays_nearest:
+        return out
+    # nearest neighbour by rounding, mirrored into the image, exact for any dtype
+    iy = _mirror_index(np.rint(coords[0]).astype(np.int64), shape[0])
+    ix = _mirror_index(np.rint(coords[1]).astype(np.int64), shape[1])
+    rest = tuple(np.asarray(a)[iy, ix] for a in arrays_nearest)
+    return (out, *rest)
+
+
+def _mirror_index(i: np.ndarray, n: int) -> np.ndarray:
+    """Map integer indices into [0, n) by mirroring without repeating the edge (scipy 'mirror')."""
+    if n == 1:
+        return np.zeros_like(i)
+    period = 2 * (n - 1)
+    i = np.mod(i, period)
+    return np.where(i >= n, period - i, i)
+
+
+def elastic_deform(image, *arrays_nearest, rng: np.random.Generator, grid: int = 3, sigma: float = 10.0, order: int = 3):
+    """Random elastic deformation of the U-Net paper.
+
+    Displacements with std ``sigma`` pixels on a ``grid`` x ``grid`` grid, cubic-spline
+    interpolated to every pixel; ``image`` (H, W) or (C, H, W) warped with spline
+    ``order`` (float32 output), each array (H, W) of ``arrays_nearest`` (labels,
+    weights) with nearest neighbour (dtype kept); mirrored borders. Returns the image,
+    or ``(image, *arrays)``.
+    """
+    image = np.asarray(image)
+    disp = elastic_displacement(_spatial_shape(image), rng, grid=grid, sigma=sigma)
+    return warp(image, *arrays_nearest, displacement=disp, order=order)
+
+
+def random_flip_rot(image, *arrays, rng: np.random.Generator):
+    """Same random multiple-of-90-degree rotation and optional flip on the image and arrays.
+
+    Exact (no interpolation). Works on the last two axes; square images keep their shape,
+    others may get H and W swapped. Returns ``(image, *arrays)`` (contiguous copies).
+    """
+    k = int(rng.integers(4))
+    flip = bool(rng.integers(2))
+
+    def f(a):
+        a = np.rot90(np.asarray(a), k, axes=(-2, -1))
+        if flip:
+            a = a[..., ::-1]
+        return np.ascontiguousarray(a)
+
+    return (f(image), *(f(a) for a in arrays))
+
+
+def grey_value(
+    image,
+    rng: np.random.Generator,
+    gamma: float = 0.2,
+    contrast: float = 0.2,
+    brightness: float = 0.1,
+    noise: float = 0.0,
+) -> np.ndarray:
+    """Random intensity change of a normalised float image; float32, same shape.
+
+    With ``r`` the image's intensity range (max - min): gamma exponent
+    ``exp(U(-gamma, gamma))`` applied on the image rescaled to [0, 1] (then scaled back),
+    contrast factor ``1 + U(-contrast, contrast)`` about the mean, offset
+    ``U(-brightness, brightness) * r``, Gaussian noise of std ``noise * r``.
+    """
+    img = np.asarray(image, dtype=np.float32)
+    g = math.exp(rng.uniform(-gamma, gamma)) if gamma else 1.0
+    c = 1.0 + rng.uniform(-contrast, contrast) if contrast else 1.0
+    b = rng.uniform(-brightness, brightness) if brightness else 0.0
+    lo, hi = float(img.min()), float(img.max())
+    r = hi - lo
+    if r <= 0:
+        return img.copy()
+    out = (img - lo) / r
+    out = np.power(out, g, dtype=np.float32)
+    out = lo + r * out
+    mean = float(out.mean())
+    out = mean + c * (out - mean) + b * r
+    if noise:
+        out = out + rng.normal(0.0, noise * r, size=out.shape).astype(np.float32)
+    return out.astype(np.float32, copy=False)
+
+
+def augment(
+    image,
+    labels,
+    weights=None,
+    *,
+    rng: np.random.Generator,
+    flip_rot: bool = True,
+    elastic: bool = True,
+    grid: int = 3,
+    sigma: float = 10.0,
+    max_rotation: float = 0.0,
+    max_shift: float = 0.0,
+    max_scale: float = 0.0,
+    intensity: bool = True,
+):
+    """Composite augmentation used in training.
+
+    ``image`` (H, W) or (C, H, W), ``labels`` (H, W) integer, ``weights`` (H, W) or None.
+    Steps: random 90-degree rotation/flip (``flip_rot``; needs H == W to keep shapes,
+    else only flips by 180-degree steps are used); one warp combining the elastic
+    deformation (``elastic``, ``grid``, ``sigma``) and a random rotation/shift/scale
+    (degrees, pixels, fraction); random grey values (``intensity``).
+    Returns ``(image float32, labels, weights)`` or ``(image, labels)`` when weights is None;
+    shapes unchanged, labels values a subset of the input's.
+    """
+    image = np.asarray(image)
+    shape = _spatial_shape(image)
+    labels = np.asarray(labels)
+    arrays = [labels] if weights is None else [labels, np.asarray(weights)]
+    _check_arrays(shape, arrays)
+
+    if flip_rot:
+        if shape[0] == shape[1]:
+            image, *arrays = random_flip_rot(image, *arrays, rng=rng)
+        else:
+            flip_y, flip_x = bool(rng.integers(2)), bool(rng.integers(2))
+            sl = (slice(None, None, -1 if flip_y else 1), slice(None, None, -1 if flip_x else 1))
+            image = np.ascontiguousarray(image[(...,) + sl])
+            arrays = [np.ascontiguousarray(a[sl]) for a in arrays]
+
+    disp = None
+    if elastic and sigma > 0:
+        disp = elastic_displacement(shape, rng, grid=grid, sigma=sigma)
+    if max_rotation or max_shift or max_scale:
+        aff = affine_displacement(shape, rng, max_rotation=max_rotation, max_shift=max_shift, max_scale=max_scale)
+        disp = aff if disp is None else disp + aff
+    if disp is not None:
+        image, *arrays = warp(image, *arrays, displacement=disp, order=3)
+    else:
+        image = image.astype(np.float32)
+
+    if intensity:
+        image = grey_value(image, rng)
+    return (image, *arrays)

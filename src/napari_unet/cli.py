@@ -1,0 +1,362 @@
+"""The ``napari-unet`` command line: the same engine as the plugin, for batches.
+
+    napari-unet models
+    napari-unet segment INPUT... --model NAME_OR_PATH --output DIR [--probabilities]
+    napari-unet train --images ... --labels ... --output MODEL_FILE [--model START]
+    napari-unet evaluate --predictions ... --truth ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["main"]
+
+
+class CliError(Exception):
+    """A problem with the user's input: printed as one line, exit status 2."""
+
+
+def _progress_bar(total: int, desc: str, disable: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="tile", disable=disable, leave=False, dynamic_ncols=True)
+
+
+def _load_model(spec: str):
+    from .modelfile import ModelFileError, load_model
+
+    try:
+        return load_model(spec)
+    except ModelFileError as e:
+        raise CliError(str(e)) from None
+
+
+def _channel_axis(value: str | None):
+    if value is None:
+        return None
+    if value.lower() in ("none", "no"):
+        return False
+    try:
+        return int(value)
+    except ValueError:
+        raise CliError(f"--channel-axis takes an integer or 'none', not {value!r}") from None
+
+
+# --------------------------------------------------------------------------- models
+
+
+def cmd_models(args) -> int:
+    from .builtin import list_builtin_models
+
+    models = list_builtin_models()
+    if not models:
+        print("no built-in models are installed", file=sys.stderr)
+        return 1
+    width = max(len(n) for n in models)
+    for name, desc in models.items():
+        print(f"{name:<{width}}  {desc}")
+    return 0
+
+
+# --------------------------------------------------------------------------- segment
+
+
+def cmd_segment(args) -> int:
+    from .io import ImageReadError, read_image, write_labels, write_probabilities
+    from .model import valid_input_size
+    from .predict import InputError, labels_from_model_output, predict_probabilities
+    from .device import DeviceError, resolve_device
+
+    inputs = [Path(p) for p in args.inputs]
+    for p in inputs:
+        if not p.is_file():
+            raise CliError(f"input not found: {p}")
+    out_dir = Path(args.output)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise CliError(f"--output must be a folder, but {out_dir} is a file")
+    model = _load_model(args.model)
+    try:
+        resolve_device(args.device)
+    except DeviceError as e:
+        raise CliError(str(e)) from None
+    if args.tile is not None:
+        if args.tile < 1:
+            raise CliError("--tile must be a positive number of pixels")
+        t = valid_input_size(model.config, args.tile)
+        if t != args.tile:
+            print(f"--tile {args.tile} is not a size this network accepts: using {t}", file=sys.stderr)
+        args.tile = t
+    stems = [p.stem.split(".")[0] if p.suffix.lower() in (".tif", ".tiff") else p.stem for p in inputs]
+    if len(set(stems)) != len(stems):
+        raise CliError("two inputs have the same name: their results would overwrite each other; segment them into different --output folders")
+    in_resolved = {p.resolve() for p in inputs}
+    plans = []
+    for p, stem in zip(inputs, stems):
+        lab_path = out_dir / f"{stem}_labels.tif"
+        prob_path = out_dir / f"{stem}_probabilities.tif"
+        for q in (lab_path, prob_path) if args.probabilities else (lab_path,):
+            if q.resolve() in in_resolved:
+                raise CliError(f"the output {q} would overwrite an input file; choose another --output folder")
+        plans.append((p, lab_path, prob_path))
+    for p, lab_path, prob_path in plans:
+        try:
+            image = read_image(p)
+        except ImageReadError as e:
+            raise CliError(str(e)) from None
+        bars = []  # created at the first tile, so that an error prints alone
+
+        def progress(done, total, _name=p.name):
+            if not bars:
+                bars.append(_progress_bar(total, _name, args.quiet or not sys.stderr.isatty()))
+            bars[0].n = done
+            bars[0].refresh()
+
+        try:
+            probs = predict_probabilities(
+                image, model, channel_axis=_channel_axis(args.channel_axis), device=args.device, tile=args.tile,
+                precision=args.precision, batch_size=args.batch_size, progress=progress,
+            )
+        except InputError as e:
+            raise CliError(f"{p.name}: {e}") from None
+        finally:
+            for b in bars:
+                b.close()
+        labels = labels_from_model_output(
+            probs, model, threshold=args.threshold, seed_threshold=args.seed_threshold, min_size=args.min_size
+        )
+        write_labels(lab_path, labels)
+        msg = f"{p.name}: {int(labels.max())} objects -> {lab_path}"
+        if args.probabilities:
+            write_probabilities(prob_path, probs)
+            msg += f", {prob_path}"
+        if not args.quiet:
+            print(msg)
+    return 0
+
+
+# --------------------------------------------------------------------------- train
+
+
+def _read_labels(path: Path, fmt: str):
+    from . import labels as L
+    from .io import ImageReadError, read_image
+
+    try:
+        raw = read_image(path)
+    except ImageReadError as e:
+        raise CliError(str(e)) from None
+    if raw.ndim == 3 and raw.shape[-1] in (3, 4):
+        raw = raw[..., 0]
+    try:
+        if fmt == "convention":
+            return L.validate_labels(raw)
+        if fmt == "instances":
+            return L.from_instances(raw)
+        if fmt == "binary":
+            return L.from_binary(raw)
+        return L.from_membranes(raw)
+    except ValueError as e:
+        raise CliError(f"{path.name}: {e}") from None
+
+
+def _pairs(images, labels, fmt, what):
+    from .io import ImageReadError, read_image
+
+    if len(images) != len(labels):
+        raise CliError(f"{len(images)} {what} images but {len(labels)} label files: give one label file per image, in the same order")
+    out = []
+    for im, lb in zip(images, labels):
+        try:
+            img = read_image(im)
+        except ImageReadError as e:
+            raise CliError(str(e)) from None
+        lab = _read_labels(Path(lb), fmt)
+        if lab.shape != img.shape[:2] and lab.shape != img.shape[-2:]:
+            raise CliError(f"{Path(lb).name} ({lab.shape}) does not match the size of {Path(im).name} ({img.shape})")
+        out.append((img, lab))
+    return out
+
+
+def cmd_train(args) -> int:
+    from .model import UNetConfig
+    from .modelfile import SegmentationModel
+    from .train import TrainingConfig, train
+
+    pairs = _pairs(args.images, args.labels, args.label_format, "training")
+    val = _pairs(args.validation_images or [], args.validation_labels or [], args.label_format, "validation")
+    if args.model:
+        model = _load_model(args.model)
+    else:
+        ch = pairs[0][0].shape[-1] if pairs[0][0].ndim == 3 else 1
+        model = SegmentationModel.new(
+            UNetConfig(in_channels=ch, base_channels=args.base_channels, depth=args.depth, padding=args.padding),
+            class_names=args.class_names.split(","),
+        )
+    if args.name:
+        model.name = args.name
+    elif not args.model:
+        model.name = Path(args.output).stem
+    if args.description:
+        model.description = args.description
+    out = Path(args.output)
+    if out.exists() and any(out.resolve() == Path(p).resolve() for p in [*args.images, *args.labels]):
+        raise CliError("--output would overwrite an input file")
+    try:
+        cfg = TrainingConfig(
+            iterations=args.iterations, tile=args.tile, learning_rate=args.learning_rate, optimizer=args.optimizer,
+            seed=args.seed, precision=args.precision, device=args.device, w0=args.w0, sigma=args.sigma,
+            batch_size=args.batch_size, validate_every=args.validate_every,
+        )
+    except ValueError as e:
+        raise CliError(str(e)) from None
+    from tqdm import tqdm
+
+    bar = tqdm(total=cfg.iterations, desc="training", unit="it", disable=args.quiet, dynamic_ncols=True)
+    cancel = threading.Event()
+
+    def cb(p):
+        bar.update(1)
+        post = {"loss": f"{p.loss:.4f}"}
+        if p.validation_score is not None:
+            post["val"] = f"{p.validation_score:.3f}"
+        bar.set_postfix(post, refresh=False)
+
+    try:
+        res = train(model, [p[0] for p in pairs], [p[1] for p in pairs], cfg, validation=val, callback=cb,
+                    cancel=cancel, checkpoint=out, channel_axis=_channel_axis(args.channel_axis))
+    except KeyboardInterrupt:
+        bar.close()
+        print(f"interrupted: the best model so far is in {out}" if out.exists() else "interrupted", file=sys.stderr)
+        return 130
+    except ValueError as e:
+        raise CliError(str(e)) from None
+    bar.close()
+    best = f", best validation score {res.best_score:.4f}" if val and res.best_score is not None else ""
+    print(f"trained {len(res.history)} iterations in {res.seconds:.0f} s (best iteration {res.best_iteration}{best}) -> {out}")
+    return 0
+
+
+# --------------------------------------------------------------------------- evaluate
+
+
+def cmd_evaluate(args) -> int:
+    from . import labels as L
+    from .io import ImageReadError, read_image
+    from .metrics import evaluate
+
+    if len(args.predictions) != len(args.truth):
+        raise CliError(f"{len(args.predictions)} predictions but {len(args.truth)} truth files: give them in pairs, in the same order")
+    rows = []
+    for pp, tp in zip(args.predictions, args.truth):
+        try:
+            pred = read_image(pp)
+            truth = read_image(tp)
+        except ImageReadError as e:
+            raise CliError(str(e)) from None
+        if args.truth_format == "membranes":
+            truth = L.to_instances(L.from_membranes(truth))
+        elif args.truth_format == "convention":
+            truth = L.to_instances(truth)
+        if pred.shape != truth.shape:
+            raise CliError(f"{Path(pp).name} {pred.shape} and {Path(tp).name} {truth.shape} differ in shape")
+        r = evaluate(pred, truth)
+        r["image"] = Path(pp).name
+        rows.append(r)
+    keys = ["pixel_error", "rand_error", "iou", "ap50"]
+    if args.json:
+        print(json.dumps(rows, indent=1, default=float))
+        return 0
+    w = max(len(r["image"]) for r in rows + [{"image": "mean"}])
+    print(f"{'image':<{w}}  " + "  ".join(f"{k:>11}" for k in keys))
+    for r in rows:
+        print(f"{r['image']:<{w}}  " + "  ".join(f"{r[k]:>11.4f}" for k in keys))
+    if len(rows) > 1:
+        print(f"{'mean':<{w}}  " + "  ".join(f"{np.mean([r[k] for r in rows]):>11.4f}" for k in keys))
+    return 0
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="napari-unet", description="U-Net segmentation (Ronneberger et al. 2015) for microscopy.")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("models", help="list the built-in models")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("segment", help="segment images into instance labels (and probabilities)")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="tif or png images")
+    p.add_argument("--model", required=True, help="built-in model name (see 'napari-unet models') or model file")
+    p.add_argument("--output", required=True, help="folder for <stem>_labels.tif (and <stem>_probabilities.tif)")
+    p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps")
+    p.add_argument("--tile", type=int, help="input tile edge in pixels (rounded to the nearest size the network accepts)")
+    p.add_argument("--batch-size", type=int, help="tiles per forward pass (default: 1 on CPU, from memory on GPU)")
+    p.add_argument("--precision", default="float32", choices=["float32", "bfloat16", "auto"])
+    p.add_argument("--probabilities", action="store_true", help="also write float32 class probabilities (classes first)")
+    p.add_argument("--channel-axis", help="axis holding channels, or 'none' for a stack of grey planes (needed for 4D)")
+    p.add_argument("--threshold", type=float, help="foreground probability threshold (default: the model's)")
+    p.add_argument("--seed-threshold", type=float, help="split touching objects from cores above this probability")
+    p.add_argument("--min-size", type=int, help="remove objects smaller than this many pixels")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=cmd_segment)
+
+    p = sub.add_parser("train", help="train or fine-tune a model from labelled images")
+    p.add_argument("--images", nargs="+", required=True)
+    p.add_argument("--labels", nargs="+", required=True, help="one label image per image, same order")
+    p.add_argument("--label-format", default="convention", choices=["convention", "instances", "binary", "membranes"],
+                   help="convention: 0 not annotated, 1 background, 2+ cells; instances: 0 background, k object; "
+                        "binary: nonzero foreground; membranes: ISBI 2012 style (255 interior, 0 membrane)")
+    p.add_argument("--model", help="start from this built-in model or file (default: a new network)")
+    p.add_argument("--output", required=True, help="model file to write (used exactly as given)")
+    p.add_argument("--iterations", type=int, default=500)
+    p.add_argument("--learning-rate", type=float, default=1e-3)
+    p.add_argument("--optimizer", default="adam", choices=["adam", "sgd"], help="sgd: the paper's, momentum 0.99")
+    p.add_argument("--tile", type=int, default=428)
+    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--validation-images", nargs="+")
+    p.add_argument("--validation-labels", nargs="+")
+    p.add_argument("--validate-every", type=int, default=50)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--precision", default="float32", choices=["float32", "bfloat16"])
+    p.add_argument("--device", default="auto")
+    p.add_argument("--w0", type=float, default=10.0)
+    p.add_argument("--sigma", type=float, default=5.0)
+    p.add_argument("--base-channels", type=int, default=16, help="new network only")
+    p.add_argument("--depth", type=int, default=5, help="new network only")
+    p.add_argument("--padding", default="valid", choices=["valid", "same"], help="new network only")
+    p.add_argument("--class-names", default="background,cell", help="new network only")
+    p.add_argument("--channel-axis")
+    p.add_argument("--name")
+    p.add_argument("--description")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="score label images against ground truth")
+    p.add_argument("--predictions", nargs="+", required=True, help="instance label images (0 = background)")
+    p.add_argument("--truth", nargs="+", required=True)
+    p.add_argument("--truth-format", default="instances", choices=["instances", "membranes", "convention"])
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_evaluate)
+    return ap
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except CliError as e:
+        print(f"napari-unet: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

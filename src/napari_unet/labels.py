@@ -1,0 +1,173 @@
+"""Training-label convention of napari-unet and conversions into it.
+
+Label convention (2D integer image, shape (H, W)):
+
+* ``0``  = not annotated: ignored by the loss (weight 0);
+* ``1``  = background;
+* ``>= 2`` = one cell (object instance) per value. Touching cells painted with
+  different values are different cells.
+
+Class index seen by the network: label 1 -> class 0 (background), labels >= 2 ->
+class 1 (cell), label 0 -> -1 (ignored), see :func:`to_classes`.
+
+The U-Net learns a two-class map, so two cells that touch without a background gap
+cannot be told apart in its output; :func:`separate_touching` paints a 1-pixel
+background line between them (as in the paper, where touching cells are separated by
+background the weight map then emphasises).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage as ndi
+
+__all__ = [
+    "from_instances",
+    "from_binary",
+    "from_membranes",
+    "to_classes",
+    "to_instances",
+    "separate_touching",
+    "validate_labels",
+]
+
+_UINT16_MAX = np.iinfo(np.uint16).max
+
+
+def _compact_dtype(max_value: int) -> np.dtype:
+    return np.dtype(np.uint16) if max_value <= _UINT16_MAX else np.dtype(np.uint32)
+
+
+def _as_integer_2d(arr, name: str) -> np.ndarray:
+    arr = np.asarray(arr)
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must be a 2D image (H, W), got shape {arr.shape}")
+    if arr.dtype == bool:
+        return arr.astype(np.uint8)
+    if np.issubdtype(arr.dtype, np.floating):
+        if not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr)):
+            raise ValueError(f"{name} must hold whole numbers, got non-integer float values")
+        return arr.astype(np.int64)
+    if not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(f"{name} must be an integer image, got dtype {arr.dtype}")
+    return arr
+
+
+def from_instances(instances) -> np.ndarray:
+    """Instance mask (0 = background, k > 0 = object k), shape (H, W) -> convention.
+
+    Every pixel becomes annotated: 0 -> 1 (background), k -> k + 1 (cell).
+    Returns uint16 when the largest id fits, else uint32.
+    """
+    inst = _as_integer_2d(instances, "instances")
+    if inst.size and inst.min() < 0:
+        raise ValueError("instance ids must be >= 0 (0 = background)")
+    top = int(inst.max()) + 1 if inst.size else 1
+    if top > np.iinfo(np.uint32).max:
+        raise ValueError("instance ids too large; relabel them (e.g. skimage.segmentation.relabel_sequential)")
+    out = inst.astype(_compact_dtype(top))
+    out += 1
+    return out
+
+
+def from_binary(mask, connectivity: int = 1) -> np.ndarray:
+    """Foreground mask (bool or 0 / non-zero), shape (H, W) -> convention.
+
+    Each connected component of the foreground (``connectivity`` 1 = 4-neighbours,
+    2 = 8-neighbours) becomes its own cell (ids 2, 3, ...); the rest is background 1.
+    Returns uint16 or uint32.
+    """
+    mask = np.asarray(mask)
+    if mask.ndim != 2:
+        raise ValueError(f"mask must be a 2D image (H, W), got shape {mask.shape}")
+    structure = ndi.generate_binary_structure(2, connectivity)
+    comp, n = ndi.label(mask != 0, structure=structure)
+    return from_instances(comp.astype(_compact_dtype(n + 1), copy=False))
+
+
+def from_membranes(image, interior_value=255) -> np.ndarray:
+    """ISBI 2012 style membrane map -> convention.
+
+    ``image`` (H, W): ``interior_value`` (default 255) = cell interior, anything else
+    (0 in ISBI) = membrane. Membrane pixels become background 1; each 4-connected
+    interior region becomes its own cell (ids >= 2). Returns uint16 or uint32.
+    """
+    image = np.asarray(image)
+    if image.ndim != 2:
+        raise ValueError(f"membrane image must be 2D (H, W), got shape {image.shape}")
+    return from_binary(image == interior_value, connectivity=1)
+
+
+def to_classes(labels) -> np.ndarray:
+    """Convention labels (H, W) -> int64 class map: 0 background, 1 cell, -1 not annotated."""
+    lab = _as_integer_2d(labels, "labels")
+    classes = np.full(lab.shape, -1, dtype=np.int64)
+    classes[lab == 1] = 0
+    classes[lab >= 2] = 1
+    return classes
+
+
+def to_instances(labels) -> np.ndarray:
+    """Convention labels (H, W) -> instance mask: 0 for background and unannotated, k - 1 for cell k.
+
+    Inverse of :func:`from_instances` on fully annotated images. Same dtype as the input
+    for unsigned input, else int64.
+    """
+    lab = _as_integer_2d(labels, "labels")
+    out = np.where(lab >= 2, lab - 1, 0)
+    return out.astype(lab.dtype if np.issubdtype(lab.dtype, np.unsignedinteger) else np.int64)
+
+
+def separate_touching(labels, connectivity: int = 2) -> np.ndarray:
+    """Paint background (1) between touching cells so that no two cells are adjacent.
+
+    A cell pixel with a ``connectivity``-neighbour (1 = 4-, 2 = 8-neighbours) belonging to a
+    cell of larger id becomes background, leaving a line of >= 1 px between any two cells.
+    Unannotated pixels (0) and background stay as they are. Returns a copy, same dtype.
+    """
+    lab = _as_integer_2d(labels, "labels")
+    cells = np.where(lab >= 2, lab, 0)
+    footprint = ndi.generate_binary_structure(2, connectivity)
+    larger = ndi.maximum_filter(cells, footprint=footprint, mode="constant", cval=0)
+    touch = (cells >= 2) & (larger > cells)
+    out = lab.copy()
+    out[touch] = 1
+    return out
+
+
+def validate_labels(labels) -> np.ndarray:
+    """Check that ``labels`` follows the convention; return it as an integer array (H, W).
+
+    Raises ValueError (what is wrong and what to do) for: not 2D, non-integer values,
+    negative values, or nothing annotated (all 0).
+    """
+    arr = np.asarray(labels)
+    if arr.ndim != 2:
+        raise ValueError(
+            f"labels must be a single 2D image (H, W), got shape {arr.shape}; "
+            "pick one plane/slice, or split a stack into one label image per image"
+        )
+    if arr.dtype == bool:
+        arr = arr.astype(np.uint8)
+    if np.issubdtype(arr.dtype, np.floating):
+        finite = np.isfinite(arr)
+        if not finite.all() or np.any(arr != np.round(arr)):
+            raise ValueError(
+                "labels hold non-integer values (fractions, NaN or inf); use a Labels layer "
+                "or an integer image: 0 = not annotated, 1 = background, 2, 3, ... = cells"
+            )
+        arr = arr.astype(np.int64)
+    elif not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(f"labels must be an integer image, got dtype {arr.dtype}")
+    if arr.size and arr.min() < 0:
+        raise ValueError(
+            f"labels contain negative values (min {arr.min()}); use 0 = not annotated, "
+            "1 = background, 2, 3, ... = cells"
+        )
+    if not np.any(arr > 0):
+        raise ValueError(
+            "nothing is annotated (all pixels are 0); paint background with 1 and each cell "
+            "with its own value >= 2, or convert an instance/binary mask with "
+            "from_instances / from_binary"
+        )
+    return arr

@@ -1,0 +1,224 @@
+"""Model files: safe, self-describing, written atomically.
+
+A model file is a `safetensors <https://huggingface.co/docs/safetensors>`_ file: raw tensors
+plus a JSON header. Loading one never executes code (no pickle). The header carries what is
+needed to use the weights without guessing: the architecture, the input normalisation, the
+class names, post-processing defaults, a format version and where the weights came from.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+from .model import UNet, UNetConfig
+from .normalize import Normalization
+
+__all__ = [
+    "SegmentationModel",
+    "ModelFileError",
+    "save_model",
+    "load_model",
+    "read_model_info",
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+]
+
+FORMAT_NAME = "napari-unet"
+FORMAT_VERSION = 1
+SUFFIX = ".safetensors"
+
+
+class ModelFileError(ValueError):
+    """A model file (or name) that cannot be used; the message says why in one line."""
+
+
+@dataclass
+class SegmentationModel:
+    """A U-Net with everything needed to apply it: normalisation, classes, post-processing.
+
+    ``postprocessing`` holds the defaults used to turn probabilities into instance labels
+    (``threshold`` on the foreground probability, optional ``seed_threshold`` for splitting
+    touching objects, ``min_size`` in pixels). ``provenance`` says where the weights came from.
+    """
+
+    network: UNet
+    normalization: Normalization = field(default_factory=Normalization)
+    class_names: list[str] = field(default_factory=lambda: ["background", "cell"])
+    foreground_class: int = 1
+    name: str = "unnamed"
+    description: str = ""
+    postprocessing: dict = field(default_factory=lambda: {"threshold": 0.5, "seed_threshold": None, "min_size": 0})
+    provenance: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if len(self.class_names) != self.config.n_classes:
+            raise ValueError(
+                f"{len(self.class_names)} class names for a network with {self.config.n_classes} classes"
+            )
+        if not 0 <= self.foreground_class < self.config.n_classes:
+            raise ValueError("foreground_class must index one of the classes")
+
+    @property
+    def config(self) -> UNetConfig:
+        return self.network.config
+
+    @property
+    def in_channels(self) -> int:
+        return self.config.in_channels
+
+    @classmethod
+    def new(cls, config: UNetConfig | None = None, **kwargs) -> "SegmentationModel":
+        """A freshly initialised model (He initialisation)."""
+        return cls(network=UNet(config or UNetConfig()), **kwargs)
+
+    def header(self) -> dict:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "architecture": self.config.to_dict(),
+            "normalization": self.normalization.to_dict(),
+            "class_names": list(self.class_names),
+            "foreground_class": self.foreground_class,
+            "postprocessing": self.postprocessing,
+            "provenance": self.provenance,
+        }
+
+    def summary(self) -> str:
+        c = self.config
+        return (
+            f"{self.name}: {self.description or 'no description'}\n"
+            f"classes: {', '.join(self.class_names)}; input channels: {c.in_channels}; "
+            f"U-Net depth {c.depth}, base {c.base_channels}, {c.padding} padding"
+        )
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def save_model(model: SegmentationModel, path: str | os.PathLike, *, dtype: torch.dtype = torch.float32) -> Path:
+    """Write ``model`` to ``path`` atomically (a crash never leaves a half-written file).
+
+    ``dtype=torch.float16`` halves the size (used for the built-in models); loading always
+    gives float32 weights. Returns the path written.
+    """
+    from safetensors.torch import save
+
+    path = Path(path)
+    header = model.header()
+    header["provenance"] = dict(header["provenance"])
+    header["provenance"].setdefault("saved", datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    tensors = {k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous()
+               for k, v in model.network.state_dict().items()}
+    meta = {"format": FORMAT_NAME, "format_version": str(FORMAT_VERSION), "model": json.dumps(header)}
+    _atomic_write_bytes(path, save(tensors, metadata=meta))
+    return path
+
+
+def _read_header(path: Path) -> dict:
+    """The napari-unet header of ``path`` or a one-line :class:`ModelFileError`."""
+    from safetensors import safe_open
+
+    if not path.exists():
+        raise ModelFileError(f"model file not found: {path}")
+    if path.is_dir():
+        raise ModelFileError(f"{path} is a folder, not a model file")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except Exception as e:  # safetensors raises its own error types for bad headers
+        raise ModelFileError(
+            f"{path.name} is not a readable napari-unet model file (not safetensors, or corrupt/truncated: "
+            f"{str(e).splitlines()[0] if str(e) else type(e).__name__})"
+        ) from None
+    if meta.get("format") != FORMAT_NAME:
+        raise ModelFileError(f"{path.name} is a safetensors file but not a napari-unet model (no napari-unet header)")
+    try:
+        version = int(meta.get("format_version", ""))
+    except ValueError:
+        raise ModelFileError(f"{path.name} has an unreadable format version") from None
+    if version > FORMAT_VERSION:
+        raise ModelFileError(
+            f"{path.name} was written in model format {version} by a newer napari-unet; this one reads up to "
+            f"format {FORMAT_VERSION}: upgrade napari-unet"
+        )
+    try:
+        return json.loads(meta["model"])
+    except (KeyError, json.JSONDecodeError):
+        raise ModelFileError(f"{path.name} has a damaged napari-unet header") from None
+
+
+def read_model_info(path: str | os.PathLike) -> dict:
+    """The header of a model file (name, description, architecture, ...) without loading weights."""
+    return _read_header(Path(path))
+
+
+def _load_file(path: Path) -> SegmentationModel:
+    from safetensors.torch import load_file
+
+    header = _read_header(path)
+    try:
+        config = UNetConfig.from_dict(header["architecture"])
+        norm = Normalization.from_dict(header["normalization"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise ModelFileError(f"{path.name} declares an architecture this napari-unet cannot build: {e}") from None
+    try:
+        tensors = load_file(str(path))
+    except Exception as e:
+        raise ModelFileError(f"{path.name} is truncated or corrupt: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    net = UNet(config)
+    expected = net.state_dict()
+    if set(tensors) != set(expected) or any(tensors[k].shape != expected[k].shape for k in expected):
+        raise ModelFileError(f"{path.name}: the weights do not match the architecture the file declares (corrupt file?)")
+    net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in tensors.items()})
+    net.eval()
+    try:
+        return SegmentationModel(
+            network=net,
+            normalization=norm,
+            class_names=list(header["class_names"]),
+            foreground_class=int(header.get("foreground_class", 1)),
+            name=header.get("name") or path.stem,
+            description=header.get("description", ""),
+            postprocessing=dict(header.get("postprocessing") or {}),
+            provenance=dict(header.get("provenance") or {}),
+        )
+    except (KeyError, ValueError, TypeError) as e:
+        raise ModelFileError(f"{path.name} has an inconsistent header: {e}") from None
+
+
+def load_model(name_or_path: str | os.PathLike) -> SegmentationModel:
+    """Load a built-in model by name (see :func:`napari_unet.builtin.list_builtin_models`)
+    or a model file by path. Raises :class:`ModelFileError` with a one-line reason."""
+    from .builtin import builtin_model_path, list_builtin_models
+
+    s = str(name_or_path)
+    p = builtin_model_path(s)
+    if p is not None:
+        return _load_file(p)
+    path = Path(s).expanduser()
+    if not path.exists():
+        names = ", ".join(list_builtin_models()) or "none installed"
+        raise ModelFileError(f"no built-in model or file named {s!r} (built-in models: {names})")
+    return _load_file(path)

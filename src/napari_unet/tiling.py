@@ -1,0 +1,169 @@
+"""Overlap-tile prediction over any 2D array with any callable (the paper's strategy).
+
+The tiler knows two things about the callable: its input tile shape and the context
+``margin`` it consumes on each side (its output is ``tile - 2 * margin`` per axis). Each output
+tile is computed from its full context; beyond the image border the context is the mirror
+image of the border region. Tiles start on multiples of ``align`` (2 ** poolings for a U-Net),
+so that max-pool windows fall where they would in one pass over the whole image: the stitched
+result equals that single pass exactly, with no seams.
+
+Tiles are read one at a time from the source array (numpy, memmap, zarr or dask), mirrored
+on the fly, so memory holds the output and a batch of tiles, never a padded copy of the image.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+import numpy as np
+
+__all__ = ["Cancelled", "TileGrid", "predict_tiled", "reflect_index", "read_mirrored"]
+
+
+class Cancelled(Exception):
+    """Raised inside a long computation when its cancel flag is set."""
+
+
+def reflect_index(idx: np.ndarray, n: int) -> np.ndarray:
+    """Map indices (possibly outside ``[0, n)``) into it by mirroring without repeating the
+    edge pixel (``-1 -> 1``, ``n -> n - 2``); works for pads larger than ``n``."""
+    idx = np.asarray(idx)
+    if n == 1:
+        return np.zeros_like(idx)
+    period = 2 * (n - 1)
+    i = np.mod(idx, period)
+    return np.where(i >= n, period - i, i)
+
+
+def read_mirrored(image, y0: int, x0: int, h: int, w: int) -> np.ndarray:
+    """The ``(C, h, w)`` window of ``image`` (``(C, H, W)``) at ``(y0, x0)``, mirrored outside;
+    float32. Only the bounding block inside the image is read from ``image``."""
+    H, W = image.shape[-2:]
+    ys = reflect_index(np.arange(y0, y0 + h), H)
+    xs = reflect_index(np.arange(x0, x0 + w), W)
+    ya, yb = int(ys.min()), int(ys.max()) + 1
+    xa, xb = int(xs.min()), int(xs.max()) + 1
+    block = np.asarray(image[:, ya:yb, xa:xb], dtype=np.float32)
+    if ya == y0 and xa == x0 and yb - ya == h and xb - xa == w:
+        return block
+    return block[:, ys - ya][:, :, xs - xa]
+
+
+class TileGrid:
+    """Output tile origins covering an ``H x W`` image with steps that are multiples of ``align``."""
+
+    def __init__(self, shape: Sequence[int], tile: Sequence[int], margin: int, align: int = 1):
+        self.H, self.W = (int(s) for s in shape)
+        self.tile = (int(tile[0]), int(tile[1]))
+        self.margin = int(margin)
+        out = [t - 2 * self.margin for t in self.tile]
+        if min(out) <= 0:
+            raise ValueError(f"tile {self.tile} leaves no output after a margin of {margin}")
+        # largest multiple of align that fits in the output tile; the few pixels beyond it are
+        # recomputed by the next tile (keeps every tile on the pooling grid)
+        self.step = tuple(max(align, (o // align) * align) if o >= align else o for o in out)
+        if any(s > o for s, o in zip(self.step, out)):
+            raise ValueError(f"output tile {out} smaller than the alignment {align}")
+        self.ys = list(range(0, self.H, self.step[0]))
+        self.xs = list(range(0, self.W, self.step[1]))
+
+    def __len__(self) -> int:
+        return len(self.ys) * len(self.xs)
+
+    def __iter__(self):
+        for y in self.ys:
+            for x in self.xs:
+                yield y, x
+
+
+def _check_cancel(cancel) -> None:
+    if cancel is None:
+        return
+    flag = cancel.is_set() if hasattr(cancel, "is_set") else cancel()
+    if flag:
+        raise Cancelled("cancelled")
+
+
+def predict_tiled(
+    image,
+    fn: Callable[[np.ndarray], np.ndarray],
+    *,
+    tile: int | Sequence[int],
+    margin: int,
+    out_channels: int,
+    align: int = 1,
+    batch_size: int = 1,
+    out: np.ndarray | None = None,
+    progress: Callable[[int], None] | None = None,
+    cancel=None,
+) -> np.ndarray:
+    """Apply ``fn`` tile by tile over ``image`` and stitch the results.
+
+    Parameters
+    ----------
+    image : array-like, shape (C, H, W)
+        Any array that supports slicing (numpy, memmap, zarr, dask).
+    fn : callable
+        Maps a float32 batch ``(B, C, th, tw)`` to ``(B, out_channels, th - 2*margin, tw - 2*margin)``.
+    tile : int or (int, int)
+        Input tile shape ``(th, tw)`` that ``fn`` accepts.
+    margin : int
+        Context consumed by ``fn`` on each side.
+    align : int
+        Tile origins are multiples of this (``2**poolings`` for a valid U-Net).
+    batch_size : int
+        Tiles per call of ``fn``.
+    out : array, optional
+        Preallocated ``(out_channels, H, W)`` output (e.g. a memmap for very large images).
+    progress : callable, optional
+        Called with the number of tiles just finished.
+    cancel : threading.Event or callable, optional
+        Checked before every batch; when set, :class:`Cancelled` is raised.
+
+    Returns
+    -------
+    out : ndarray, shape (out_channels, H, W), float32
+    """
+    if np.ndim(image) != 3:
+        raise ValueError(f"predict_tiled expects a (C, H, W) array, got shape {np.shape(image)}")
+    tile = (tile, tile) if np.isscalar(tile) else tuple(tile)
+    _, H, W = image.shape
+    grid = TileGrid((H, W), tile, margin, align)
+    if out is None:
+        out = np.empty((out_channels, H, W), dtype=np.float32)
+    elif out.shape != (out_channels, H, W):
+        raise ValueError(f"out has shape {out.shape}, expected {(out_channels, H, W)}")
+    batch: list[np.ndarray] = []
+    where: list[tuple[int, int]] = []
+
+    def flush():
+        pred = fn(np.stack(batch))
+        for p, (y, x) in zip(pred, where):
+            h = min(grid.step[0], H - y)
+            w = min(grid.step[1], W - x)
+            out[:, y : y + h, x : x + w] = p[:, :h, :w]
+        if progress is not None:
+            progress(len(batch))
+        batch.clear()
+        where.clear()
+
+    for y, x in grid:
+        if not batch:
+            _check_cancel(cancel)
+        batch.append(read_mirrored(image, y - margin, x - margin, tile[0], tile[1]))
+        where.append((y, x))
+        if len(batch) >= batch_size:
+            flush()
+    if batch:
+        flush()
+    return out
+
+
+def n_tiles(shape: Sequence[int], tile: Sequence[int], margin: int, align: int = 1) -> int:
+    """Number of tiles :func:`predict_tiled` uses for an ``(H, W)`` image."""
+    return len(TileGrid(shape, tile, margin, align))
+
+
+def ceil_to(n: int, k: int) -> int:
+    return int(math.ceil(n / k) * k)

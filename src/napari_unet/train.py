@@ -1,0 +1,341 @@
+"""Training and fine-tuning from few, partial annotations (the paper's second half).
+
+Labels follow the project convention (see :mod:`napari_unet.labels`): 0 = not annotated
+(ignored), 1 = background, >= 2 = one cell each. The loss is the paper's pixel-wise softmax
+cross-entropy weighted by its weight map (class balance + border term between touching
+cells); unannotated pixels weigh 0. Tiles are drawn around annotated pixels, so a few strokes
+on one large image train as well as a folder of fully labelled ones.
+
+The loop is plain Python: ``callback`` receives a :class:`Progress` after every iteration
+(the napari widget plots it; the command line shows a tqdm bar), ``cancel`` stops it within one
+iteration, and the best model so far (by validation score, or by smoothed training loss when
+there is no validation data) is what is returned and, with ``checkpoint``, what is on disk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .augment import augment
+from .device import resolve_device
+from .labels import separate_touching, to_classes, validate_labels
+from .model import context_margin, output_size, valid_input_size
+from .modelfile import SegmentationModel, save_model
+from .tiling import Cancelled, read_mirrored
+from .weightmap import weight_map
+
+__all__ = ["TrainingConfig", "Progress", "TrainingResult", "train", "validation_scores"]
+
+
+@dataclass
+class TrainingConfig:
+    """Settings of :func:`train`; every departure from the paper is an option.
+
+    ``optimizer="sgd"`` with ``momentum=0.99``, ``batch_size=1`` and a large ``tile`` is the
+    paper's recipe. The default is Adam with a cosine-decayed learning rate: on a CPU with a
+    few minutes to spend it reached a lower loss in fewer iterations (docs/training.md).
+    """
+
+    iterations: int = 500
+    tile: int = 428  # input tile edge (rounded to a valid size); 428 -> 244 output pixels
+    batch_size: int = 1
+    optimizer: str = "adam"  # "adam" or "sgd"
+    learning_rate: float = 1e-3
+    momentum: float = 0.99  # SGD only (the paper's value)
+    weight_decay: float = 0.0
+    lr_schedule: str = "cosine"  # "cosine" or "constant"
+    w0: float = 10.0
+    sigma: float = 5.0
+    class_balance: bool = True
+    separate_touching: bool = True  # train a 1-px background gap where two cells touch
+    elastic: bool = True
+    elastic_grid: int = 3
+    elastic_sigma: float = 10.0
+    max_rotation: float = 15.0
+    max_shift: float = 0.0
+    max_scale: float = 0.1
+    intensity: bool = True
+    validate_every: int = 50
+    seed: int = 0
+    precision: str = "float32"  # or "bfloat16" (autocast + channels_last)
+    device: str = "auto"
+
+    def __post_init__(self):
+        if self.iterations < 1:
+            raise ValueError("iterations must be at least 1")
+        if self.optimizer not in ("adam", "sgd"):
+            raise ValueError(f"optimizer must be 'adam' or 'sgd', not {self.optimizer!r}")
+        if self.learning_rate <= 0:
+            raise ValueError("learning_rate must be positive")
+        if self.batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        if self.lr_schedule not in ("cosine", "constant"):
+            raise ValueError("lr_schedule must be 'cosine' or 'constant'")
+
+
+@dataclass
+class Progress:
+    """What the loop reports after each iteration."""
+
+    iteration: int
+    iterations: int
+    loss: float
+    learning_rate: float
+    validation_score: float | None = None  # set on iterations where validation ran
+    best_score: float | None = None
+    seconds: float = 0.0
+
+
+@dataclass
+class TrainingResult:
+    model: SegmentationModel
+    history: list[Progress] = field(default_factory=list)
+    best_iteration: int = 0
+    best_score: float | None = None
+    cancelled: bool = False
+    seconds: float = 0.0
+
+
+class _Example:
+    """One normalised image with its labels, weight map and annotated pixels."""
+
+    def __init__(self, image: np.ndarray, labels: np.ndarray, model: SegmentationModel, cfg: TrainingConfig,
+                 channel_axis=None):
+        from .predict import as_planes
+
+        planes, lead = as_planes(image, model.in_channels, channel_axis)
+        if planes.shape[0] != 1:
+            raise ValueError(
+                f"training takes 2D images; got a stack of {planes.shape[0]} planes (shape {np.shape(image)}): "
+                "give the planes one by one"
+            )
+        img = np.asarray(planes[0], dtype=np.float32)
+        lab = validate_labels(labels)
+        if lab.shape != img.shape[-2:]:
+            raise ValueError(f"labels of shape {lab.shape} do not match the image's {img.shape[-2:]}")
+        self.image = model.normalization(img)
+        if cfg.separate_touching:
+            # a two-class network can only keep touching cells apart if it is taught to draw the
+            # background line between them (the paper's ground truth has such lines)
+            lab = separate_touching(lab)
+        self.labels = lab
+        self.weights = weight_map(lab, w0=cfg.w0, sigma=cfg.sigma, class_balance=cfg.class_balance)
+        self.annotated = np.flatnonzero(lab.ravel() > 0)
+        self.shape = lab.shape
+
+
+def _input_tile(model: SegmentationModel, tile: int) -> tuple[int, int]:
+    cfg = model.config
+    t = valid_input_size(cfg, tile)
+    out = output_size(cfg, t) if cfg.padding == "valid" else t
+    return t, out
+
+
+def _sample(ex: _Example, t_in: int, t_out: int, rng: np.random.Generator, cfg: TrainingConfig):
+    """A training tile centred near a random annotated pixel: image (C, t_in, t_in), classes and
+    weights (t_out, t_out)."""
+    H, W = ex.shape
+    idx = ex.annotated[rng.integers(ex.annotated.size)]
+    cy, cx = divmod(int(idx), W)
+    jitter = t_out // 4
+    cy += int(rng.integers(-jitter, jitter + 1))
+    cx += int(rng.integers(-jitter, jitter + 1))
+    y0, x0 = cy - t_in // 2, cx - t_in // 2
+    img = read_mirrored(ex.image, y0, x0, t_in, t_in)
+    lab = read_mirrored(ex.labels[None], y0, x0, t_in, t_in)[0].astype(np.int64)
+    wts = read_mirrored(ex.weights[None], y0, x0, t_in, t_in)[0]
+    img, lab, wts = augment(
+        img, lab, wts, rng=rng, elastic=cfg.elastic, grid=cfg.elastic_grid, sigma=cfg.elastic_sigma,
+        max_rotation=cfg.max_rotation, max_shift=cfg.max_shift, max_scale=cfg.max_scale, intensity=cfg.intensity,
+    )
+    m = (t_in - t_out) // 2
+    lab = lab[m : m + t_out, m : m + t_out]
+    wts = wts[m : m + t_out, m : m + t_out]
+    cls = to_classes(lab)
+    wts = np.where(cls < 0, 0.0, wts).astype(np.float32)
+    return img.astype(np.float32), np.maximum(cls, 0), wts
+
+
+def weighted_cross_entropy(logits: torch.Tensor, classes: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Pixel-wise softmax cross-entropy weighted by ``weights`` (0 = ignored), averaged over the
+    total weight so that the loss scale does not depend on how much was annotated."""
+    ce = F.cross_entropy(logits.float(), classes, reduction="none")
+    total = weights.sum()
+    return (ce * weights).sum() / total.clamp_min(1e-6)
+
+
+def validation_scores(model: SegmentationModel, pairs, device="auto", precision="float32") -> dict:
+    """Scores of ``model`` on ``(image, labels)`` pairs (labels in the convention): foreground
+    IoU over annotated pixels, and average precision at IoU 0.5 when labels are complete."""
+    from .metrics import average_precision
+    from .predict import labels_from_model_output, predict_probabilities
+
+    ious, aps = [], []
+    for image, labels in pairs:
+        lab = validate_labels(labels)
+        probs = predict_probabilities(image, model, device=device, precision=precision)
+        fg = probs[model.foreground_class] > model.postprocessing.get("threshold", 0.5)
+        ann = lab > 0
+        truth = lab >= 2
+        inter = np.count_nonzero(fg & truth & ann)
+        union = np.count_nonzero((fg | truth) & ann)
+        ious.append(inter / union if union else 1.0)
+        if ann.all():
+            pred = labels_from_model_output(probs, model)
+            aps.append(average_precision(pred, np.where(lab >= 2, lab - 1, 0)))
+    out = {"iou": float(np.mean(ious))}
+    if aps:
+        out["ap50"] = float(np.mean([a if np.isscalar(a) else a for a in aps]))
+    out["score"] = out.get("ap50", out["iou"])
+    return out
+
+
+def train(
+    model: SegmentationModel,
+    images: Sequence[np.ndarray],
+    labels: Sequence[np.ndarray],
+    config: TrainingConfig | None = None,
+    *,
+    validation: Sequence[tuple[np.ndarray, np.ndarray]] = (),
+    callback: Callable[[Progress], None] | None = None,
+    cancel=None,
+    checkpoint: str | Path | None = None,
+    channel_axis=None,
+) -> TrainingResult:
+    """Train (or fine-tune) ``model`` on ``images`` and their ``labels`` (project convention).
+
+    The model is not modified: a trained copy is returned in the :class:`TrainingResult`, the
+    best one seen (by validation score, else by smoothed training loss). With ``checkpoint``
+    the best model is also written there (atomically) every time it improves. ``cancel``
+    (threading.Event or callable) stops within one iteration, keeping the best model so far.
+    """
+    cfg = config or TrainingConfig()
+    if len(images) != len(labels):
+        raise ValueError(f"{len(images)} images but {len(labels)} label images")
+    if not len(images):
+        raise ValueError("no training images given")
+    if model.config.n_classes != 2:
+        raise ValueError("training from the label convention needs a two-class model (background, cell)")
+    rng = np.random.default_rng(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    device = resolve_device(cfg.device)
+    model = copy.deepcopy(model)
+    net = model.network.to(device).train()
+    examples = [_Example(np.asarray(im), np.asarray(lb), model, cfg, channel_axis) for im, lb in zip(images, labels)]
+    examples = [e for e in examples if e.annotated.size]
+    if not examples:
+        raise ValueError("nothing is annotated: paint background (1) and cells (2, 3, ...) in the labels first")
+    n_ann = np.array([e.annotated.size for e in examples], dtype=float)
+    pick_p = np.sqrt(n_ann) / np.sqrt(n_ann).sum()  # big images more often, small ones still seen
+    t_in, t_out = _input_tile(model, cfg.tile)
+    bf16 = cfg.precision in ("bfloat16", "bf16")
+    if bf16:
+        net = net.to(memory_format=torch.channels_last)
+    if cfg.optimizer == "sgd":
+        opt = torch.optim.SGD(net.parameters(), lr=cfg.learning_rate, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    else:
+        opt = torch.optim.Adam(net.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+
+    def lr_at(it):
+        if cfg.lr_schedule == "constant":
+            return cfg.learning_rate
+        warm = min(20, cfg.iterations // 10)
+        if it < warm:
+            return cfg.learning_rate * (it + 1) / warm
+        frac = (it - warm) / max(1, cfg.iterations - warm)
+        return cfg.learning_rate * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * frac)))
+
+    best_state = copy.deepcopy(net.state_dict())
+    best_score, best_iter, ema = None, 0, None
+    history: list[Progress] = []
+    cancelled = False
+    t0 = time.perf_counter()
+    model.provenance = dict(model.provenance)
+    start_name = model.name
+
+    def save_best():
+        if checkpoint is not None:
+            snap = copy.deepcopy(model)
+            snap.network.load_state_dict(best_state)
+            save_model(snap, checkpoint)
+
+    for it in range(cfg.iterations):
+        if cancel is not None and (cancel.is_set() if hasattr(cancel, "is_set") else cancel()):
+            cancelled = True
+            break
+        lr = lr_at(it)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        batch = [_sample(examples[rng.choice(len(examples), p=pick_p)], t_in, t_out, rng, cfg) for _ in range(cfg.batch_size)]
+        x = torch.from_numpy(np.stack([b[0] for b in batch])).to(device)
+        y = torch.from_numpy(np.stack([b[1] for b in batch])).to(device)
+        w = torch.from_numpy(np.stack([b[2] for b in batch])).to(device)
+        if bf16:
+            x = x.contiguous(memory_format=torch.channels_last)
+            ctx = torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+        else:
+            ctx = contextlib.nullcontext()
+        with ctx:
+            logits = net(x)
+        loss = weighted_cross_entropy(logits, y, w)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        lv = float(loss.detach())
+        if not math.isfinite(lv):
+            raise FloatingPointError(
+                f"the loss became {lv} at iteration {it + 1}: lower the learning rate (now {cfg.learning_rate})"
+            )
+        ema = lv if ema is None else 0.95 * ema + 0.05 * lv
+        prog = Progress(it + 1, cfg.iterations, lv, lr, seconds=time.perf_counter() - t0)
+        last = it + 1 == cfg.iterations
+        if validation and ((it + 1) % cfg.validate_every == 0 or last):
+            net.eval()
+            score = validation_scores(model, validation, device=device, precision=cfg.precision)["score"]
+            net.train()
+            prog.validation_score = score
+            if best_score is None or score >= best_score:
+                best_score, best_iter = score, it + 1
+                best_state = copy.deepcopy(net.state_dict())
+                save_best()
+        elif not validation and ((it + 1) % cfg.validate_every == 0 or last):
+            if best_score is None or -ema >= best_score:
+                best_score, best_iter = -ema, it + 1
+                best_state = copy.deepcopy(net.state_dict())
+                save_best()
+        prog.best_score = best_score
+        history.append(prog)
+        if callback is not None:
+            callback(prog)
+    if best_iter == 0:
+        # cancelled before any checkpoint: the latest weights are the best we have
+        best_state = copy.deepcopy(net.state_dict())
+        best_iter = len(history)
+    net.load_state_dict(best_state)
+    net.eval()
+    net.to("cpu").to(memory_format=torch.contiguous_format)
+    model.provenance.update(
+        {
+            "trained_from": start_name,
+            "iterations": len(history),
+            "best_iteration": best_iter,
+            "training_images": len(examples),
+            "annotated_pixels": int(n_ann.sum()),
+            "training": {k: v for k, v in asdict(cfg).items()},
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+    )
+    if checkpoint is not None and history:
+        save_model(model, checkpoint)
+    return TrainingResult(model, history, best_iter, best_score, cancelled, time.perf_counter() - t0)

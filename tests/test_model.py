@@ -1,0 +1,87 @@
+import math
+
+import pytest
+import torch
+
+from napari_unet.model import (
+    UNet,
+    UNetConfig,
+    alignment,
+    context_margin,
+    is_valid_input_size,
+    output_size,
+    valid_input_size,
+    valid_input_sizes,
+)
+
+
+def test_paper_network_shape_and_layers():
+    cfg = UNetConfig()
+    net = UNet(cfg)
+    assert net.n_conv_layers == 23
+    assert output_size(cfg, 572) == 388
+    assert context_margin(cfg) == 92
+    assert alignment(cfg) == 16
+    with torch.no_grad():
+        y = UNet(UNetConfig(base_channels=2)).eval()(torch.zeros(1, 1, 572, 572))
+    assert y.shape == (1, 2, 388, 388)
+    widths = [m.out_channels for m in net.down.modules() if isinstance(m, torch.nn.Conv2d)][::2]
+    assert widths == [64, 128, 256, 512, 1024]
+
+
+def test_he_initialisation_std():
+    torch.manual_seed(0)
+    net = UNet(UNetConfig(base_channels=32))
+    conv = net.down[2][0]  # 3x3 conv, 64 -> 128 channels: N = 9 * 64
+    expected = math.sqrt(2 / (9 * conv.in_channels))
+    assert conv.weight.std().item() == pytest.approx(expected, rel=0.05)
+    assert torch.count_nonzero(conv.bias) == 0
+
+
+def test_dropout_only_in_training():
+    net = UNet(UNetConfig(base_channels=2, depth=3, dropout=0.5))
+    x = torch.randn(1, 1, 92, 92)
+    net.eval()
+    with torch.no_grad():
+        assert torch.equal(net(x), net(x))
+    net.train()
+    with torch.no_grad():
+        assert not torch.equal(net(x), net(x))
+
+
+@pytest.mark.parametrize("depth", [2, 3, 4, 5])
+def test_valid_sizes_are_exactly_the_accepted_ones(depth):
+    cfg = UNetConfig(depth=depth, base_channels=2, dropout=0)
+    net = UNet(cfg).eval()
+    sizes = valid_input_sizes(cfg, 1, 260)
+    assert sizes, "some size must be valid"
+    for n, out in sizes[:3]:
+        with torch.no_grad():
+            assert net(torch.zeros(1, 1, n, n)).shape[-1] == out
+    steps = {b[0] - a[0] for a, b in zip(sizes, sizes[1:])}
+    assert steps == {alignment(cfg)}
+    assert not is_valid_input_size(cfg, sizes[0][0] + 1)
+
+
+def test_invalid_size_message_names_the_nearest_valid_one():
+    cfg = UNetConfig()
+    with pytest.raises(ValueError, match="nearest valid size is 572"):
+        output_size(cfg, 570)
+    assert valid_input_size(cfg, 570) == 572
+    assert valid_input_size(cfg, 10) == 188
+
+
+def test_same_padding_keeps_size():
+    cfg = UNetConfig(padding="same", base_channels=2)
+    assert output_size(cfg, 256) == 256
+    with torch.no_grad():
+        assert UNet(cfg).eval()(torch.zeros(1, 1, 64, 48)).shape == (1, 2, 64, 48)
+
+
+@pytest.mark.parametrize(
+    "kwargs,msg",
+    [({"padding": "full"}, "padding"), ({"depth": 0}, "depth"), ({"dropout": 1.0}, "dropout"), ({"in_channels": 0}, "in_channels")],
+)
+def test_bad_config(kwargs, msg):
+    with pytest.raises(ValueError, match=msg):
+        UNetConfig(**kwargs)
