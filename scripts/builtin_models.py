@@ -95,13 +95,13 @@ def data(name):
     )
 
 
-def cmd_train(name, iterations=None, threads=None, precision="bfloat16"):
+def cmd_train(name, iterations=None, threads=None, precision="bfloat16", base_channels=16):
     if threads:
         torch.set_num_threads(threads)
     spec = SPECS[name]
     tr, va, _ = data(name)
     model = SegmentationModel.new(
-        UNetConfig(base_channels=16, depth=5, padding="valid", dropout=0.5),
+        UNetConfig(base_channels=base_channels, depth=5, padding="valid", dropout=0.5),
         class_names=spec["class_names"], name=name, description=spec["description"],
     )
     cfg = TrainingConfig(iterations=iterations or spec["iterations"], precision=precision, validate_every=250, seed=0)
@@ -116,7 +116,7 @@ def cmd_train(name, iterations=None, threads=None, precision="bfloat16"):
 
     res = train(model, [p[0] for p in tr], [p[1] for p in tr], cfg, validation=va, callback=cb, checkpoint=out)
     res.model.provenance.update({"training_data": name_data(name), "training_seconds": round(res.seconds),
-                                 "command": f"python scripts/builtin_models.py train {name}",
+                                 "command": f"python scripts/builtin_models.py train {name} --iterations {cfg.iterations} --base-channels {base_channels}",
                                  "threads": torch.get_num_threads()})
     save_model(res.model, out)
     print(f"{name}: {res.seconds:.0f} s, best iteration {res.best_iteration}, score {res.best_score}")
@@ -130,9 +130,10 @@ def name_data(name):
 
 def _grid(name):
     if name == "em-membranes":
-        return [dict(threshold=t, seed_threshold=None, min_size=m) for t in (0.5, 0.6, 0.7, 0.8, 0.9) for m in (0, 20, 50)]
-    return [dict(threshold=t, seed_threshold=s, min_size=m) for t in (0.4, 0.5, 0.6)
-            for s in (None, 0.8, 0.9, 0.95) for m in (0, 15, 40)]
+        return [dict(threshold=t, seed_threshold=0, min_size=m, smooth=sm, fill_holes=False)
+                for t in (0.5, 0.6, 0.7, 0.8, 0.9) for m in (0, 20, 50) for sm in (0, 1)]
+    return [dict(threshold=t, seed_threshold=s, min_size=m, smooth=sm, fill_holes=True) for t in (0.4, 0.5, 0.6)
+            for s in (0, 0.8, 0.9) for m in (0, 15, 40) for sm in (0, 1, 2)]
 
 
 def _score(name, model, pairs, post, precision="float32", probs_cache=None):
@@ -149,7 +150,11 @@ def _score(name, model, pairs, post, precision="float32", probs_cache=None):
                 probs_cache[k] = probs
         pred = labels_from_model_output(probs, model, **post)
         truth = L.to_instances(lab)
-        rows.append(M.evaluate(pred, truth))
+        r = M.evaluate(pred, truth)
+        # the pixel error of the network's own decision (argmax, threshold 0.5), as in the
+        # ISBI protocol; the labels' pixel error depends on the post-processing threshold
+        r["pixel_error_argmax"] = M.pixel_error(probs[model.foreground_class] > 0.5, truth > 0)
+        rows.append(r)
     keys = rows[0].keys()
     return {k: float(np.mean([r[k] for r in rows])) for k in keys}
 
@@ -198,9 +203,10 @@ def main(argv=None):
     ap.add_argument("--iterations", type=int)
     ap.add_argument("--threads", type=int)
     ap.add_argument("--precision", default=None)
+    ap.add_argument("--base-channels", type=int, default=16)
     a = ap.parse_args(argv)
     if a.step == "train":
-        cmd_train(a.name, a.iterations, a.threads, a.precision or "bfloat16")
+        cmd_train(a.name, a.iterations, a.threads, a.precision or "bfloat16", a.base_channels)
     elif a.step == "tune":
         cmd_tune(a.name)
     elif a.step == "score":

@@ -13,19 +13,19 @@ def test_stack_is_processed_plane_by_plane_with_one_progress_count():
     rng = np.random.default_rng(0)
     stack = rng.random((3, 70, 50)).astype(np.float32)
     seen = []
-    probs = predict_probabilities(stack, model, tile=92, progress=lambda d, t: seen.append((d, t)))
+    probs = predict_probabilities(stack, model, tile=92, progress=lambda d, t: seen.append((d, t)), precision="float32")
     assert probs.shape == (2, 3, 70, 50)
     assert seen[-1][0] == seen[-1][1] and seen[-1][1] == 3 * (seen[-1][1] // 3)
     assert [d for d, _ in seen] == sorted(d for d, _ in seen)
     for z in range(3):
-        np.testing.assert_allclose(probs[:, z], predict_probabilities(stack[z], model, tile=92), atol=1e-6)
+        np.testing.assert_allclose(probs[:, z], predict_probabilities(stack[z], model, tile=92, precision="float32"), atol=1e-6)
 
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32, np.float64])
 def test_dtypes(dtype):
     model = tiny_model()
     img = (np.random.default_rng(1).random((40, 40)) * 200).astype(dtype)
-    p = predict_probabilities(img, model)
+    p = predict_probabilities(img, model, precision="float32")
     assert p.dtype == np.float32
     np.testing.assert_allclose(p.sum(0), 1, atol=1e-5)
 
@@ -33,17 +33,17 @@ def test_dtypes(dtype):
 def test_normalisation_is_the_models_and_scale_free():
     model = tiny_model()
     img = np.random.default_rng(2).random((50, 50))
-    a = predict_probabilities((img * 255).astype(np.float32), model)
-    b = predict_probabilities((img * 60000).astype(np.float32), model)
+    a = predict_probabilities((img * 255).astype(np.float32), model, precision="float32")
+    b = predict_probabilities((img * 60000).astype(np.float32), model, precision="float32")
     np.testing.assert_allclose(a, b, atol=1e-4)
 
 
 def test_channel_layouts():
     m3 = tiny_model(in_channels=3)
     rgb = np.random.default_rng(3).random((40, 30, 3)).astype(np.float32)
-    p_last = predict_probabilities(rgb, m3)
-    p_first = predict_probabilities(np.moveaxis(rgb, -1, 0), m3)
-    p_axis = predict_probabilities(rgb, m3, channel_axis=2)
+    p_last = predict_probabilities(rgb, m3, precision="float32")
+    p_first = predict_probabilities(np.moveaxis(rgb, -1, 0), m3, precision="float32")
+    p_axis = predict_probabilities(rgb, m3, channel_axis=2, precision="float32")
     np.testing.assert_allclose(p_last, p_first, atol=1e-6)
     np.testing.assert_allclose(p_last, p_axis, atol=1e-6)
     planes, lead = as_planes(np.zeros((4, 5, 20, 30, 3)), 3, channel_axis=-1)
@@ -117,3 +117,13 @@ def test_segment_labels_are_instances():
     assert res.labels.max() == 0 and res.probabilities.shape == (2, 64, 64)
     res = segment(img, model, threshold=0.4)
     assert res.labels.max() == 1
+
+
+def test_bfloat16_agrees_with_float32():
+    model = tiny_model(seed=5)
+    img = np.random.default_rng(7).random((120, 90)).astype(np.float32)
+    a = predict_probabilities(img, model, precision="float32")
+    b = predict_probabilities(img, model, precision="bfloat16")
+    assert np.abs(a - b).max() < 0.05
+    with pytest.raises(InputError, match="unknown precision"):
+        predict_probabilities(img, model, precision="fp8")

@@ -35,7 +35,7 @@ def test_reflect_index():
 def test_tiled_equals_untiled(shape, tile):
     model = tiny_model(depth=3)
     img = np.random.default_rng(1).integers(0, 4000, shape).astype(np.uint16)
-    tiled = predict_probabilities(img, model, tile=tile)
+    tiled = predict_probabilities(img, model, tile=tile, precision="float32")
     ref = untiled_reference(model, img)
     assert tiled.shape == (2,) + shape
     np.testing.assert_allclose(tiled, ref, atol=1e-5)
@@ -44,8 +44,8 @@ def test_tiled_equals_untiled(shape, tile):
 def test_batching_does_not_change_result():
     model = tiny_model(depth=3)
     img = np.random.default_rng(2).random((150, 170)).astype(np.float32)
-    a = predict_probabilities(img, model, tile=92, batch_size=1)
-    b = predict_probabilities(img, model, tile=92, batch_size=5)
+    a = predict_probabilities(img, model, tile=92, batch_size=1, precision="float32")
+    b = predict_probabilities(img, model, tile=92, batch_size=5, precision="float32")
     np.testing.assert_allclose(a, b, atol=1e-5)
 
 
@@ -53,7 +53,7 @@ def test_paper_network_tiles_are_seam_free():
     # the full depth-5 network: tile origins on the 16-pixel pooling grid
     model = tiny_model(depth=5, base_channels=2)
     img = np.random.default_rng(3).random((250, 90)).astype(np.float32)
-    np.testing.assert_allclose(predict_probabilities(img, model, tile=220), untiled_reference(model, img), atol=1e-5)
+    np.testing.assert_allclose(predict_probabilities(img, model, tile=220, precision="float32"), untiled_reference(model, img), atol=1e-5)
 
 
 def test_progress_counts_tiles_and_cancel_stops():
@@ -82,4 +82,4 @@ def test_reads_only_from_source_and_never_writes():
     model = tiny_model(depth=3)
     img = np.random.default_rng(4).random((64, 64)).astype(np.float32)
     img.flags.writeable = False
-    predict_probabilities(img, model)
+    predict_probabilities(img, model, precision="float32")

@@ -19,7 +19,7 @@ def builtin_model_path(name: str) -> Path | None:
 
 def list_builtin_models() -> dict[str, str]:
     """``{name: one-line description}`` of the built-in models, sorted by name."""
-    from .modelfile import ModelFileError, read_model_info
+    from .modelinfo import ModelFileError, read_model_info
 
     out = {}
     for p in sorted(MODELS_DIR.glob("*.safetensors")):

@@ -299,7 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps")
     p.add_argument("--tile", type=int, help="input tile edge in pixels (rounded to the nearest size the network accepts)")
     p.add_argument("--batch-size", type=int, help="tiles per forward pass (default: 1 on CPU, from memory on GPU)")
-    p.add_argument("--precision", default="float32", choices=["float32", "bfloat16", "auto"])
+    p.add_argument("--precision", default="auto", choices=["auto", "float32", "bfloat16"],
+                   help="auto: bfloat16 where the hardware runs it natively (agrees with float32, see docs), else float32")
     p.add_argument("--probabilities", action="store_true", help="also write float32 class probabilities (classes first)")
     p.add_argument("--channel-axis", help="axis holding channels, or 'none' for a stack of grey planes (needed for 4D)")
     p.add_argument("--threshold", type=float, help="foreground probability threshold (default: the model's)")
@@ -325,7 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--validation-labels", nargs="+")
     p.add_argument("--validate-every", type=int, default=50)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--precision", default="float32", choices=["float32", "bfloat16"])
+    p.add_argument("--precision", default="auto", choices=["auto", "float32", "bfloat16"],
+                   help="auto: bfloat16 autocast where the hardware runs it natively, else float32")
     p.add_argument("--device", default="auto")
     p.add_argument("--w0", type=float, default=10.0)
     p.add_argument("--sigma", type=float, default=5.0)

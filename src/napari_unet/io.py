@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["ImageReadError", "read_image", "write_tif", "write_labels", "write_probabilities", "labels_dtype"]
+__all__ = ["ImageReadError", "atomic_write", "read_image", "write_tif", "write_labels", "write_probabilities", "labels_dtype"]
 
 TIF_SUFFIXES = (".tif", ".tiff")
 
@@ -41,15 +41,27 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         raise ImageReadError(f"cannot read {p.name} as an image: {first}") from None
 
 
-def _atomic(path: Path, write) -> Path:
+def _default_mode(path: Path) -> int:
+    if path.exists():
+        return path.stat().st_mode & 0o777
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def atomic_write(path: str | os.PathLike, write) -> Path:
+    """Call ``write(tmp_path)`` on a temporary file beside ``path``, flush it to disk, then
+    rename it over ``path`` in one step. On any error the temporary file is removed and an
+    existing ``path`` is left untouched. The file gets the usual permissions (not mkstemp's 0600)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix or ".tif", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     os.close(fd)
     try:
         write(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp, _default_mode(path))
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -65,7 +77,7 @@ def write_tif(path: str | os.PathLike, data: np.ndarray, **kwargs) -> Path:
     import tifffile
 
     kwargs.setdefault("compression", "zlib")
-    return _atomic(Path(path), lambda tmp: tifffile.imwrite(tmp, data, **kwargs))
+    return atomic_write(Path(path), lambda tmp: tifffile.imwrite(tmp, data, **kwargs))
 
 
 def labels_dtype(max_label: int) -> np.dtype:

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 
+from .io import atomic_write
+from .modelinfo import FORMAT_NAME, FORMAT_VERSION, ModelFileError, _read_header, read_model_info
 from .model import UNet, UNetConfig
 from .normalize import Normalization
 
@@ -29,15 +30,6 @@ __all__ = [
     "FORMAT_NAME",
     "FORMAT_VERSION",
 ]
-
-FORMAT_NAME = "napari-unet"
-FORMAT_VERSION = 1
-SUFFIX = ".safetensors"
-
-
-class ModelFileError(ValueError):
-    """A model file (or name) that cannot be used; the message says why in one line."""
-
 
 @dataclass
 class SegmentationModel:
@@ -99,24 +91,6 @@ class SegmentationModel:
         )
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
 def save_model(model: SegmentationModel, path: str | os.PathLike, *, dtype: torch.dtype = torch.float32) -> Path:
     """Write ``model`` to ``path`` atomically (a crash never leaves a half-written file).
 
@@ -132,46 +106,14 @@ def save_model(model: SegmentationModel, path: str | os.PathLike, *, dtype: torc
     tensors = {k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous()
                for k, v in model.network.state_dict().items()}
     meta = {"format": FORMAT_NAME, "format_version": str(FORMAT_VERSION), "model": json.dumps(header)}
-    _atomic_write_bytes(path, save(tensors, metadata=meta))
+    data = save(tensors, metadata=meta)
+
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            f.write(data)
+
+    atomic_write(path, write)
     return path
-
-
-def _read_header(path: Path) -> dict:
-    """The napari-unet header of ``path`` or a one-line :class:`ModelFileError`."""
-    from safetensors import safe_open
-
-    if not path.exists():
-        raise ModelFileError(f"model file not found: {path}")
-    if path.is_dir():
-        raise ModelFileError(f"{path} is a folder, not a model file")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-    except Exception as e:  # safetensors raises its own error types for bad headers
-        raise ModelFileError(
-            f"{path.name} is not a readable napari-unet model file (not safetensors, or corrupt/truncated: "
-            f"{str(e).splitlines()[0] if str(e) else type(e).__name__})"
-        ) from None
-    if meta.get("format") != FORMAT_NAME:
-        raise ModelFileError(f"{path.name} is a safetensors file but not a napari-unet model (no napari-unet header)")
-    try:
-        version = int(meta.get("format_version", ""))
-    except ValueError:
-        raise ModelFileError(f"{path.name} has an unreadable format version") from None
-    if version > FORMAT_VERSION:
-        raise ModelFileError(
-            f"{path.name} was written in model format {version} by a newer napari-unet; this one reads up to "
-            f"format {FORMAT_VERSION}: upgrade napari-unet"
-        )
-    try:
-        return json.loads(meta["model"])
-    except (KeyError, json.JSONDecodeError):
-        raise ModelFileError(f"{path.name} has a damaged napari-unet header") from None
-
-
-def read_model_info(path: str | os.PathLike) -> dict:
-    """The header of a model file (name, description, architecture, ...) without loading weights."""
-    return _read_header(Path(path))
 
 
 def _load_file(path: Path) -> SegmentationModel:

@@ -17,6 +17,8 @@ def labels_from_probabilities(
     threshold: float = 0.5,
     seed_threshold: float | None = None,
     min_size: int = 0,
+    smooth: float = 0.0,
+    fill_holes: bool = False,
 ) -> np.ndarray:
     """Instance labels from a 2D foreground probability map.
 
@@ -24,13 +26,19 @@ def labels_from_probabilities(
     one-pixel diagonal boundary still separates two objects) become objects. With
     ``seed_threshold`` (> ``threshold``), components of the confident core
     ``foreground > seed_threshold`` seed a watershed on the probability, which splits touching
-    objects joined by a thin bridge of lower probability. Objects under ``min_size`` pixels are
+    objects joined by a thin bridge of lower probability. ``smooth`` (pixels) blurs the map
+    first with a Gaussian, which keeps textured objects (nuclei with dark nucleoli) in one
+    piece; ``fill_holes`` fills holes inside objects. Objects under ``min_size`` pixels are
     removed. Returns uint16 (uint32 when there are 65535 objects or more).
     """
     fg = np.asarray(foreground, dtype=np.float32)
     if fg.ndim != 2:
         raise ValueError(f"labels_from_probabilities takes a 2D map, got shape {fg.shape}")
+    if smooth and smooth > 0:
+        fg = ndi.gaussian_filter(fg, float(smooth))
     mask = fg > threshold
+    if fill_holes:
+        mask = ndi.binary_fill_holes(mask)
     if seed_threshold is not None and seed_threshold > threshold:
         from skimage.segmentation import watershed
 

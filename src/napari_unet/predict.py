@@ -24,6 +24,9 @@ from .tiling import TileGrid, predict_tiled
 
 __all__ = [
     "InputError",
+    "Predictor",
+    "resolve_precision",
+    "bf16_is_fast",
     "Segmentation",
     "as_planes",
     "choose_tile",
@@ -144,14 +147,22 @@ def choose_tile(
     tile: int | None = None,
     memory_budget: int | None = None,
     precision: str = "float32",
-    max_edge: int = 1024,
+    max_edge: int | None = None,
+    device_type: str = "cpu",
 ) -> tuple[tuple[int, int], int]:
     """Input tile ``(th, tw)`` and margin for an ``(H, W)`` plane.
 
     ``tile`` (an edge in pixels) is rounded to the nearest size the network accepts. Otherwise
     the largest square tile within ``memory_budget`` bytes (and ``max_edge``) is used, shrunk
-    along any axis where a smaller tile already covers the whole image.
+    along any axis where a smaller tile already covers the whole image. ``max_edge`` defaults
+    to the fastest edge measured on a CPU (benchmarks/bench_tile_size.py: about 900 pixels in
+    float32, 1020 in bfloat16; larger tiles fall out of the caches) and 2048 on a GPU.
     """
+    if max_edge is None:
+        if device_type == "cpu":
+            max_edge = 1024 if precision == "bfloat16" else 896
+        else:
+            max_edge = 2048
     H, W = (int(s) for s in image_shape[-2:])
     margin = context_margin(config) if config.padding == "valid" else SAME_HALO
     if tile is not None:
@@ -161,17 +172,29 @@ def choose_tile(
         return (t, t), margin
     budget = memory_budget or 2 * 2**30
     edge = int(math.sqrt(budget / _bytes_per_pixel(config, precision)))
-    edge = max(_min_tile_for(config, alignment(config), margin), min(edge, max_edge))
-    t = valid_input_size(config, edge)
-    if t > edge and t > _min_tile_for(config, alignment(config), margin):
-        t -= alignment(config)
-    th = min(t, _min_tile_for(config, H, margin))
-    tw = min(t, _min_tile_for(config, W, margin))
+    smallest = _min_tile_for(config, alignment(config), margin)
+    edge = max(smallest, min(edge, max_edge))
+    # among the valid edges up to the limit, the one with the least computed area for this
+    # image (tiles x tile area): a slightly smaller tile that covers the image with fewer wasted
+    # pixels beats the largest one
+    best = None
+    a = alignment(config)
+    for t in range(smallest, edge + 1, a):
+        if not is_valid_input_size(config, t):
+            continue
+        th = min(t, _min_tile_for(config, H, margin))
+        tw = min(t, _min_tile_for(config, W, margin))
+        grid = TileGrid((H, W), (th, tw), margin, a)
+        cost = (len(grid.ys) * len(grid.xs) * th * tw, -t)
+        if best is None or cost < best[0]:
+            best = (cost, (th, tw))
+    th, tw = best[1]
+    t = max(th, tw)
     # an axis that needs less than a full tile gives its budget to the other one
     if th < t and tw == t:
-        tw = min(_min_tile_for(config, W, margin), valid_input_size(config, int(t * t / th)))
+        tw = min(_min_tile_for(config, W, margin), max(tw, valid_input_size(config, int(t * t / th))))
     elif tw < t and th == t:
-        th = min(_min_tile_for(config, H, margin), valid_input_size(config, int(t * t / tw)))
+        th = min(_min_tile_for(config, H, margin), max(th, valid_input_size(config, int(t * t / tw))))
     return (th, tw), margin
 
 
@@ -179,42 +202,112 @@ def choose_tile(
 
 
 def _network_fn(model: SegmentationModel, device: torch.device, precision: str, margin: int):
+    """The batch callable for the tiler: float32 numpy in, softmax probabilities out.
+
+    Tensors are channels-last on CPU and CUDA: oneDNN/cuDNN convolutions run about 1.4x faster
+    that way here (docs/benchmarks.md); bfloat16 runs under autocast."""
     net = model.network.to(device).eval()
-    use_bf16 = precision == "bfloat16"
-    if use_bf16:
+    channels_last = device.type in ("cpu", "cuda")
+    if channels_last:
         net = net.to(memory_format=torch.channels_last)
+    use_bf16 = precision == "bfloat16"
     same = model.config.padding == "same"
 
     def fn(batch: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(batch).to(device)
-        if use_bf16:
+        if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-            ctx = torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-        else:
-            ctx = contextlib.nullcontext()
+        ctx = torch.autocast(device_type=device.type, dtype=torch.bfloat16) if use_bf16 else contextlib.nullcontext()
         with torch.inference_mode(), ctx:
             y = net(x)
         y = torch.softmax(y.float(), dim=1)
         if same and margin:
             y = y[..., margin:-margin, margin:-margin]
-        return y.cpu().numpy()
+        return y.contiguous().cpu().numpy()
 
     return fn
 
 
-def _resolve_precision(precision: str, device: torch.device) -> str:
-    p = (precision or "float32").lower()
+def bf16_is_fast(device: torch.device) -> bool:
+    """Whether bfloat16 runs natively (fast) on ``device``: a CUDA GPU with bf16 support, or a
+    CPU with AMX or AVX-512 BF16 instructions (elsewhere it would be emulated, and slow)."""
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    if device.type == "cpu":
+        cpu = getattr(torch, "cpu", None)
+        for probe in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"):
+            f = getattr(cpu, probe, None)
+            try:
+                if f is not None and f():
+                    return True
+            except Exception:  # pragma: no cover - private API changed
+                pass
+    return False
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto`` is bfloat16 where the hardware runs it natively (its labels agreed with
+    float32 on >= 99.4 % of objects on real held-out images, docs/benchmarks.md), else float32."""
+    p = (precision or "auto").lower()
     if p in ("bf16", "bfloat16"):
         p = "bfloat16"
     elif p in ("fp32", "float32"):
         p = "float32"
     elif p == "auto":
-        p = "float32"
+        p = "bfloat16" if bf16_is_fast(device) else "float32"
     else:
         raise InputError(f"unknown precision {precision!r}: use float32, bfloat16 or auto")
     if p == "bfloat16" and device.type == "mps":
         raise InputError("bfloat16 is not supported on Apple MPS; use float32")
     return p
+
+
+class Predictor:
+    """Everything fixed for one model, device, precision and plane shape: the tile, its
+    margin, the pooling alignment, the batch size and the network callable. Used by
+    :func:`predict_probabilities` and, block by block, by :mod:`napari_unet.dask_predict`."""
+
+    def __init__(self, model: SegmentationModel, plane_shape: Sequence[int], *, device="auto", tile=None,
+                 batch_size=None, precision="auto", memory_budget=None):
+        self.model = model
+        self.device = resolve_device(device)
+        self.precision = resolve_precision(precision, self.device)
+        config = model.config
+        budget = memory_budget or default_memory_budget(self.device)
+        self.tile, self.margin = choose_tile(config, plane_shape, tile=tile, memory_budget=budget,
+                                             precision=self.precision, device_type=self.device.type)
+        if batch_size is None:
+            per_tile = self.tile[0] * self.tile[1] * _bytes_per_pixel(config, self.precision)
+            batch_size = 1 if self.device.type == "cpu" else max(1, min(16, int(budget // per_tile)))
+        self.batch_size = int(batch_size)
+        self.align = alignment(config)
+        self.n_classes = config.n_classes
+        self._fn = None
+
+    def grid(self, plane_shape, region=None) -> TileGrid:
+        return TileGrid(plane_shape[-2:], self.tile, self.margin, self.align, region)
+
+    def fn(self):
+        if self._fn is None:
+            same = self.model.config.padding == "same"
+            self._fn = _network_fn(self.model, self.device, self.precision, self.margin if same else 0)
+        return self._fn
+
+    def plane(self, plane, stats=None, *, region=None, out=None, progress=None, cancel=None) -> np.ndarray:
+        """Probabilities ``(n_classes, H, W)`` (or of ``region``) for one ``(C, H, W)`` plane;
+        ``stats`` are the whole plane's normalisation statistics (computed here if None)."""
+        norm = self.model.normalization
+        if stats is None:
+            stats = norm.stats(plane)
+        net = self.fn()
+
+        def plane_fn(batch):
+            return net(np.stack([norm.apply(t, stats) for t in batch]))
+
+        return predict_tiled(
+            plane, plane_fn, tile=self.tile, margin=self.margin, out_channels=self.n_classes, align=self.align,
+            batch_size=self.batch_size, out=out, progress=progress, cancel=cancel, region=region,
+        )
 
 
 def predict_probabilities(
@@ -225,7 +318,7 @@ def predict_probabilities(
     device: str | torch.device = "auto",
     tile: int | None = None,
     batch_size: int | None = None,
-    precision: str = "float32",
+    precision: str = "auto",
     memory_budget: int | None = None,
     progress: Callable[[int, int], None] | None = None,
     cancel=None,
@@ -238,15 +331,18 @@ def predict_probabilities(
         2D ``(Y, X)``, colour ``(Y, X, 3)``, multi-channel, or a stack ``(Z, Y, X)``; uint8,
         uint16 or float. See :func:`as_planes` for the layout rules.
     model : SegmentationModel
-        Its normalisation is applied to every plane.
+        Its normalisation is applied to every plane (statistics of the whole plane).
     device : str
         ``auto`` (CUDA, then MPS, then CPU), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
     tile : int, optional
         Input tile edge, rounded to the nearest size the network accepts; default from
         ``memory_budget`` (bytes).
-    precision : {"float32", "bfloat16", "auto"}
-        ``bfloat16`` runs under autocast with channels-last tensors (about 3x faster on CPUs with
-        AMX, see docs/benchmarks.md); ``auto`` is float32.
+    batch_size : int, optional
+        Tiles per forward pass (default 1 on the CPU, from the memory budget on a GPU).
+    precision : {"auto", "float32", "bfloat16"}
+        ``bfloat16`` runs under autocast (2-3x faster on CPUs with AMX and on recent GPUs);
+        ``auto`` takes it where the hardware runs it natively, float32 elsewhere. Its labels
+        agreed with float32 on real held-out images (docs/benchmarks.md).
     progress : callable, optional
         ``progress(done, total)`` after every batch of tiles, counted over all planes.
     cancel : threading.Event or callable, optional
@@ -256,22 +352,13 @@ def predict_probabilities(
     -------
     probabilities : ndarray, float32, shape ``(n_classes, *stack_shape, Y, X)``
     """
-    dev = resolve_device(device)
-    prec = _resolve_precision(precision, dev)
     planes, lead = as_planes(image, model.in_channels, channel_axis)
     P, C, H, W = planes.shape
-    config = model.config
-    budget = memory_budget or default_memory_budget(dev)
-    (th, tw), margin = choose_tile(config, (H, W), tile=tile, memory_budget=budget, precision=prec)
-    if batch_size is None:
-        per_tile = th * tw * _bytes_per_pixel(config, prec)
-        batch_size = 1 if dev.type == "cpu" else max(1, min(16, int(budget // per_tile)))
-    align = alignment(config)
-    per_plane = len(TileGrid((H, W), (th, tw), margin, align))
-    total = per_plane * P
-    K = config.n_classes
+    pred = Predictor(model, (H, W), device=device, tile=tile, batch_size=batch_size, precision=precision,
+                     memory_budget=memory_budget)
+    total = len(pred.grid((H, W))) * P
+    K = model.config.n_classes
     out = np.empty((P, K, H, W), dtype=np.float32)
-    fn = _network_fn(model, dev, prec, margin if config.padding == "same" else 0)
     done = 0
 
     def tick(n):
@@ -281,17 +368,7 @@ def predict_probabilities(
             progress(done, total)
 
     for p in range(P):
-        plane = planes[p]
-        stats = model.normalization.stats(plane)
-        norm_fn = model.normalization.apply
-
-        def plane_fn(batch, _stats=stats):
-            return fn(np.stack([norm_fn(t, _stats) for t in batch]))
-
-        predict_tiled(
-            plane, plane_fn, tile=(th, tw), margin=margin, out_channels=K, align=align,
-            batch_size=batch_size, out=out[p], progress=tick, cancel=cancel,
-        )
+        pred.plane(planes[p], out=out[p], progress=tick, cancel=cancel)
     out = np.moveaxis(out, 1, 0)  # (K, P, H, W)
     return out.reshape((K,) + lead + (H, W))
 
@@ -307,10 +384,12 @@ class Segmentation:
 
 def labels_from_model_output(probabilities: np.ndarray, model: SegmentationModel, **overrides) -> np.ndarray:
     """Instance labels for every plane of ``probabilities`` with the model's post-processing
-    defaults (``threshold``, ``seed_threshold``, ``min_size``), overridable by keyword."""
-    params = {"threshold": 0.5, "seed_threshold": None, "min_size": 0}
+    defaults (``threshold``, ``seed_threshold``, ``min_size``, ``smooth``, ``fill_holes``; see
+    :func:`~napari_unet.postprocess.labels_from_probabilities`), overridable by keyword
+    (None keeps the model's value)."""
+    params = {"threshold": 0.5, "seed_threshold": None, "min_size": 0, "smooth": 0.0, "fill_holes": False}
     params.update({k: v for k, v in model.postprocessing.items() if k in params})
-    params.update({k: v for k, v in overrides.items() if v is not None or k == "seed_threshold"})
+    params.update({k: v for k, v in overrides.items() if v is not None})
     fg = probabilities[model.foreground_class]
     shape = fg.shape
     flat = fg.reshape((-1,) + shape[-2:])
@@ -329,6 +408,6 @@ def segment(image, model: SegmentationModel, **kwargs) -> Segmentation:
     """Probabilities and instance labels for ``image``; keyword arguments as for
     :func:`predict_probabilities`, plus ``threshold``, ``seed_threshold`` and ``min_size`` for
     the labels (defaults stored with the model)."""
-    post = {k: kwargs.pop(k) for k in ("threshold", "seed_threshold", "min_size") if k in kwargs}
+    post = {k: kwargs.pop(k) for k in ("threshold", "seed_threshold", "min_size", "smooth", "fill_holes") if k in kwargs}
     probs = predict_probabilities(image, model, **kwargs)
     return Segmentation(probs, labels_from_model_output(probs, model, **post))

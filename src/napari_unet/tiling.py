@@ -13,12 +13,11 @@ on the fly, so memory holds the output and a batch of tiles, never a padded copy
 
 from __future__ import annotations
 
-import math
 from typing import Callable, Sequence
 
 import numpy as np
 
-__all__ = ["Cancelled", "TileGrid", "predict_tiled", "reflect_index", "read_mirrored"]
+__all__ = ["Cancelled", "TileGrid", "Window", "predict_tiled", "reflect_index", "read_mirrored"]
 
 
 class Cancelled(Exception):
@@ -53,7 +52,8 @@ def read_mirrored(image, y0: int, x0: int, h: int, w: int) -> np.ndarray:
 class TileGrid:
     """Output tile origins covering an ``H x W`` image with steps that are multiples of ``align``."""
 
-    def __init__(self, shape: Sequence[int], tile: Sequence[int], margin: int, align: int = 1):
+    def __init__(self, shape: Sequence[int], tile: Sequence[int], margin: int, align: int = 1,
+                 region: Sequence[int] | None = None):
         self.H, self.W = (int(s) for s in shape)
         self.tile = (int(tile[0]), int(tile[1]))
         self.margin = int(margin)
@@ -65,8 +65,20 @@ class TileGrid:
         self.step = tuple(max(align, (o // align) * align) if o >= align else o for o in out)
         if any(s > o for s, o in zip(self.step, out)):
             raise ValueError(f"output tile {out} smaller than the alignment {align}")
-        self.ys = list(range(0, self.H, self.step[0]))
-        self.xs = list(range(0, self.W, self.step[1]))
+        y0, y1, x0, x1 = region if region is not None else (0, self.H, 0, self.W)
+        if y0 % self.step[0] or x0 % self.step[1]:
+            raise ValueError(f"a region must start on the tile grid (multiples of {self.step})")
+        self.region = (int(y0), int(min(y1, self.H)), int(x0), int(min(x1, self.W)))
+        self.ys = list(range(self.region[0], self.region[1], self.step[0]))
+        self.xs = list(range(self.region[2], self.region[3], self.step[1]))
+
+    def input_rows_cols(self) -> tuple[tuple[int, int], tuple[int, int]]:
+        """The ``[start, stop)`` rows and columns of the image that the tiles of this grid read
+        (after mirroring), so that a block of a larger image can be fetched once."""
+        th, tw = self.tile
+        rows = reflect_index(np.arange(self.ys[0] - self.margin, self.ys[-1] - self.margin + th), self.H)
+        cols = reflect_index(np.arange(self.xs[0] - self.margin, self.xs[-1] - self.margin + tw), self.W)
+        return (int(rows.min()), int(rows.max()) + 1), (int(cols.min()), int(cols.max()) + 1)
 
     def __len__(self) -> int:
         return len(self.ys) * len(self.xs)
@@ -97,6 +109,7 @@ def predict_tiled(
     out: np.ndarray | None = None,
     progress: Callable[[int], None] | None = None,
     cancel=None,
+    region: Sequence[int] | None = None,
 ) -> np.ndarray:
     """Apply ``fn`` tile by tile over ``image`` and stitch the results.
 
@@ -120,29 +133,34 @@ def predict_tiled(
         Called with the number of tiles just finished.
     cancel : threading.Event or callable, optional
         Checked before every batch; when set, :class:`Cancelled` is raised.
+    region : (y0, y1, x0, x1), optional
+        Compute only this part of the output (its origin on the tile grid); used to split a
+        large image into blocks (see :mod:`napari_unet.dask_predict`).
 
     Returns
     -------
-    out : ndarray, shape (out_channels, H, W), float32
+    out : ndarray, shape (out_channels, H, W) or the region's shape, float32
     """
-    if np.ndim(image) != 3:
-        raise ValueError(f"predict_tiled expects a (C, H, W) array, got shape {np.shape(image)}")
+    if len(image.shape) != 3:
+        raise ValueError(f"predict_tiled expects a (C, H, W) array, got shape {tuple(image.shape)}")
     tile = (tile, tile) if np.isscalar(tile) else tuple(tile)
     _, H, W = image.shape
-    grid = TileGrid((H, W), tile, margin, align)
+    grid = TileGrid((H, W), tile, margin, align, region)
+    ry0, ry1, rx0, rx1 = grid.region
+    shape = (out_channels, ry1 - ry0, rx1 - rx0)
     if out is None:
-        out = np.empty((out_channels, H, W), dtype=np.float32)
-    elif out.shape != (out_channels, H, W):
-        raise ValueError(f"out has shape {out.shape}, expected {(out_channels, H, W)}")
+        out = np.empty(shape, dtype=np.float32)
+    elif out.shape != shape:
+        raise ValueError(f"out has shape {out.shape}, expected {shape}")
     batch: list[np.ndarray] = []
     where: list[tuple[int, int]] = []
 
     def flush():
         pred = fn(np.stack(batch))
         for p, (y, x) in zip(pred, where):
-            h = min(grid.step[0], H - y)
-            w = min(grid.step[1], W - x)
-            out[:, y : y + h, x : x + w] = p[:, :h, :w]
+            h = min(grid.step[0], ry1 - y)
+            w = min(grid.step[1], rx1 - x)
+            out[:, y - ry0 : y - ry0 + h, x - rx0 : x - rx0 + w] = p[:, :h, :w]
         if progress is not None:
             progress(len(batch))
         batch.clear()
@@ -160,10 +178,20 @@ def predict_tiled(
     return out
 
 
-def n_tiles(shape: Sequence[int], tile: Sequence[int], margin: int, align: int = 1) -> int:
-    """Number of tiles :func:`predict_tiled` uses for an ``(H, W)`` image."""
-    return len(TileGrid(shape, tile, margin, align))
+class Window:
+    """A block of a larger ``(C, H, W)`` image that answers slices in the large image's
+    coordinates (rows ``[y0, y0 + h)``, columns ``[x0, x0 + w)`` are held)."""
 
+    def __init__(self, block: np.ndarray, y0: int, x0: int, full_shape: Sequence[int]):
+        self.block = block
+        self.y0, self.x0 = int(y0), int(x0)
+        self.shape = (block.shape[0], int(full_shape[-2]), int(full_shape[-1]))
+        self.dtype = block.dtype
 
-def ceil_to(n: int, k: int) -> int:
-    return int(math.ceil(n / k) * k)
+    def __getitem__(self, key):
+        c, ys, xs = key
+        ya, yb = ys.start - self.y0, ys.stop - self.y0
+        xa, xb = xs.start - self.x0, xs.stop - self.x0
+        if ya < 0 or xa < 0 or yb > self.block.shape[1] or xb > self.block.shape[2]:
+            raise IndexError("read outside the block held by this window")
+        return self.block[c, ya:yb, xa:xb]

@@ -32,6 +32,7 @@ from .device import resolve_device
 from .labels import separate_touching, to_classes, validate_labels
 from .model import context_margin, output_size, valid_input_size
 from .modelfile import SegmentationModel, save_model
+from .predict import resolve_precision
 from .tiling import Cancelled, read_mirrored
 from .weightmap import weight_map
 
@@ -43,8 +44,9 @@ class TrainingConfig:
     """Settings of :func:`train`; every departure from the paper is an option.
 
     ``optimizer="sgd"`` with ``momentum=0.99``, ``batch_size=1`` and a large ``tile`` is the
-    paper's recipe. The default is Adam with a cosine-decayed learning rate: on a CPU with a
-    few minutes to spend it reached a lower loss in fewer iterations (docs/training.md).
+    paper's recipe. The default is Adam with a cosine-decayed learning rate (see
+    docs/training.md for the comparison). ``precision="auto"`` trains under bfloat16 autocast
+    (float32 master weights) where the hardware runs bfloat16 natively, float32 elsewhere.
     """
 
     iterations: int = 500
@@ -68,7 +70,7 @@ class TrainingConfig:
     intensity: bool = True
     validate_every: int = 50
     seed: int = 0
-    precision: str = "float32"  # or "bfloat16" (autocast + channels_last)
+    precision: str = "auto"  # "float32", "bfloat16" (autocast + channels_last), or auto: bf16 where native
     device: str = "auto"
 
     def __post_init__(self):
@@ -175,7 +177,7 @@ def weighted_cross_entropy(logits: torch.Tensor, classes: torch.Tensor, weights:
     return (ce * weights).sum() / total.clamp_min(1e-6)
 
 
-def validation_scores(model: SegmentationModel, pairs, device="auto", precision="float32") -> dict:
+def validation_scores(model: SegmentationModel, pairs, device="auto", precision="auto") -> dict:
     """Scores of ``model`` on ``(image, labels)`` pairs (labels in the convention): foreground
     IoU over annotated pixels, and average precision at IoU 0.5 when labels are complete."""
     from .metrics import average_precision
@@ -239,7 +241,8 @@ def train(
     n_ann = np.array([e.annotated.size for e in examples], dtype=float)
     pick_p = np.sqrt(n_ann) / np.sqrt(n_ann).sum()  # big images more often, small ones still seen
     t_in, t_out = _input_tile(model, cfg.tile)
-    bf16 = cfg.precision in ("bfloat16", "bf16")
+    precision = resolve_precision(cfg.precision, device)
+    bf16 = precision == "bfloat16"
     if bf16:
         net = net.to(memory_format=torch.channels_last)
     if cfg.optimizer == "sgd":
@@ -302,7 +305,7 @@ def train(
         last = it + 1 == cfg.iterations
         if validation and ((it + 1) % cfg.validate_every == 0 or last):
             net.eval()
-            score = validation_scores(model, validation, device=device, precision=cfg.precision)["score"]
+            score = validation_scores(model, validation, device=device, precision=precision)["score"]
             net.train()
             prog.validation_score = score
             if best_score is None or score >= best_score:

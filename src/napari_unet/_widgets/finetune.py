@@ -1,0 +1,211 @@
+"""Annotate and fine-tune widget: paint a few cells, train from the painted pixels only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Optional, cast
+
+import napari.layers
+import numpy as np
+from magicgui.widgets import ComboBox, Container, FileEdit, PushButton, SpinBox, create_widget
+
+from ._annotations import CONVENTION, background, new_cell, plane_pairs
+from ._jobs import Job
+from ._layers import KEY, info, link, note, plane_shape, reason, source_of, tell
+from ._session import session
+from .segment import segment_layer
+
+if TYPE_CHECKING:
+    import napari.viewer
+
+RATES = [("1e-2", 1e-2), ("3e-3", 3e-3), ("1e-3", 1e-3), ("3e-4", 3e-4), ("1e-4", 1e-4), ("3e-5", 3e-5)]
+
+
+class FinetuneWidget(Container):
+    def __init__(self, viewer: napari.viewer.Viewer):
+        super().__init__()
+        self._viewer = viewer
+        self.job: Job | None = None
+        self.result = None  # the last TrainingResult
+        self._plot = None
+        self._image = cast(ComboBox, create_widget(label="Image", annotation="napari.layers.Image"))
+        self._new = PushButton(text="New annotation layer for this image")
+        self._annotations = cast(ComboBox, create_widget(label="Annotations", annotation="napari.layers.Labels"))
+        convention = note(CONVENTION)
+        self._bg = PushButton(text="Background (1)")
+        self._cell = PushButton(text="New cell (M)")
+        paint = Container(widgets=[self._bg, self._cell], layout="horizontal", labels=False)
+        optional_labels = Optional[napari.layers.Labels]  # noqa: UP045 (magicgui reads it at runtime)
+        self._valid = cast(ComboBox, create_widget(label="Validate on", annotation=optional_labels, value=None))
+        self._iterations = SpinBox(label="Iterations", value=200, min=1, max=100_000, step=50)
+        self._lr = ComboBox(label="Learning rate", choices=RATES, value=3e-4)
+        self._tile = SpinBox(label="Tile (px)", value=252, min=92, max=1024, step=16,
+                             tooltip="training tile edge; smaller is faster on a CPU")
+        self._train = PushButton(text="Fine-tune")
+        self._cancel = PushButton(text="Cancel", enabled=False)
+        self._status = note("")
+        self._path = FileEdit(label="Save to", mode="w", filter="napari-unet model (*.safetensors)")
+        self._save = PushButton(text="Save fine-tuned model", enabled=False)
+        self.extend([self._image, self._new, self._annotations, convention, paint, self._valid, self._iterations,
+                     self._lr, self._tile, self._train, self._cancel, self._status, self._path, self._save])
+        self._new.changed.connect(self.new_annotation_layer)
+        self._bg.changed.connect(lambda: self._annotations.value is not None and background(self._annotations.value))
+        self._cell.changed.connect(lambda: self._annotations.value is not None and new_cell(self._annotations.value))
+        self._train.changed.connect(self.run)
+        self._cancel.changed.connect(self.cancel)
+        self._save.changed.connect(self.save)
+
+    # ------------------------------------------------------------------ annotating
+    def new_annotation_layer(self):
+        image = self._image.value
+        if image is None:
+            tell(self._status, "Open or choose an image layer first", error=True)
+            return None
+        layer = self._viewer.add_labels(
+            np.zeros(plane_shape(image), dtype=np.uint16), name=f"{image.name} annotations",
+            scale=tuple(image.scale), translate=tuple(image.translate),
+            metadata={KEY: {"role": "annotations", "source": link(image)}},
+        )
+        layer.brush_size = max(3, min(plane_shape(image)[-2:]) // 60)
+        layer.bind_key("m", new_cell, overwrite=True)
+        new_cell(layer)
+        self._annotations.reset_choices()
+        if layer in self._annotations.choices:  # (not when the widget is not docked in the viewer)
+            self._annotations.value = layer
+        self._viewer.layers.selection.active = layer
+        return layer
+
+    def _training_data(self):
+        """Training images/labels from the chosen annotations and every annotation layer made
+        here whose image is still open; validation pairs from "Validate on"."""
+        chosen, valid = self._annotations.value, self._valid.value
+        layers = [lyr for lyr in self._viewer.layers if info(lyr).get("role") == "annotations"]
+        if chosen is not None and chosen not in layers:
+            layers.insert(0, chosen)
+        images, labels, rgb = [], [], set()
+        for lab in layers + ([valid] if valid is not None else []):
+            if info(lab).get("role") == "labels":
+                raise ValueError(f"{lab.name!r} holds segmentation results (0 = background), not annotations "
+                                 "(0 = not annotated, 1 = background, 2.. = cells): make an annotation layer")
+        for lab in layers:
+            if lab is valid:
+                continue
+            img = source_of(self._viewer, lab) or (self._image.value if lab is chosen else None)
+            if img is None:
+                continue
+            ims, lbs = plane_pairs(img, lab.data)
+            images += ims
+            labels += lbs
+            rgb.add(bool(img.rgb) if ims else None)
+        validation = []
+        if valid is not None:
+            img = source_of(self._viewer, valid) or self._image.value
+            validation = list(zip(*plane_pairs(img, valid.data), strict=True))
+        rgb.discard(None)
+        if len(rgb) > 1:
+            raise ValueError("mix of colour and grey images: fine-tune on one kind at a time")
+        return images, labels, validation, (-1 if rgb == {True} else None)
+
+    # ------------------------------------------------------------------ training
+    def run(self) -> None:
+        if self.job is not None and self.job.running:
+            return
+        try:
+            images, labels, validation, channel_axis = self._training_data()
+        except ValueError as e:
+            tell(self._status, str(e), error=True)
+            return
+        if not images:
+            tell(self._status, "Nothing painted yet: create an annotation layer and paint background (1) "
+                               "and a few cells (2, 3, ...)", error=True)
+            return
+        n, lr, tile, device = self._iterations.value, self._lr.value, self._tile.value, session.device
+        source = {}
+
+        def work(report, cancelled):
+            from napari_unet.train import TrainingConfig, train
+
+            model, source["name"] = session.get_model()
+            cfg = TrainingConfig(iterations=n, learning_rate=lr, tile=tile, device=device,
+                                 validate_every=max(1, n // 5))
+            return train(model, images, labels, cfg, validation=validation, callback=report,
+                         cancel=cancelled, channel_axis=channel_axis)
+
+        self._show_plot()
+        self._plot.reset()
+        self._train.enabled, self._cancel.enabled = False, True
+        painted = sum(int((lb > 0).sum()) for lb in labels)
+        self._status.value = f"fine-tuning on {len(images)} image(s), {painted} painted pixels ..."
+        self.job = Job(
+            work, desc="Fine-tuning: iterations", count=lambda p: (p.iteration, p.iterations),
+            on_progress=self._plot.add, on_returned=lambda res: self._trained(res, source.get("name", "")),
+            on_error=lambda exc: tell(self._status, f"Fine-tuning failed: {reason(exc)}", error=True),
+            on_finished=self._finished, keep_cancelled_result=True, owner=self.native,
+        )
+
+    def _show_plot(self) -> None:
+        if self._plot is None:
+            from napari.utils.theme import get_theme
+
+            from ._plot import TrainingPlot
+
+            self._plot = TrainingPlot(get_theme(self._viewer.theme).text.as_hex())
+            self.native.layout().insertWidget(self.index(self._status) + 1, self._plot.canvas)
+
+    def _trained(self, result, source: str) -> None:
+        self.result = result
+        h = result.history
+        if not h:
+            tell(self._status, "Cancelled before the first iteration: the model is unchanged")
+            return
+        model = result.model
+        if not model.name.endswith("-finetuned"):
+            model.name = f"{model.name}-finetuned"
+        session.set_model(model, source.removesuffix(" fine-tuned") + " fine-tuned")
+        how = f"cancelled after {len(h)} iterations, keeping" if result.cancelled else f"{len(h)} iterations,"
+        k = max(1, len(h) // 10)  # loss averaged over the first and the last tenth
+        summary = (f"Fine-tuned ({how} the model of iteration {result.best_iteration}); loss "
+                   f"{np.mean([p.loss for p in h[:k]]):.3f} → {np.mean([p.loss for p in h[-k:]]):.3f}")
+        scores = [p.validation_score for p in h if p.validation_score is not None]
+        summary += f", best validation score {max(scores):.2f}." if scores else "."
+        self._save.enabled = True
+        if not str(self._path.value) or str(self._path.value) == ".":
+            self._path.value = Path.home() / f"{model.name}.safetensors"
+        image = self._image.value
+        if image is None:
+            tell(self._status, summary)
+            return
+        tell(self._status, f"{summary} Segmenting {image.name} again ...")
+
+        def resegmented():
+            if self.job.outcome == "returned":
+                self._status.value = f"{summary} {image.name} segmented again with it: see {image.name} labels."
+            self._finished()
+
+        self.job = segment_layer(self._viewer, image, status=self._status, on_finished=resegmented,
+                                 owner=self.native)
+
+    def cancel(self) -> None:
+        if self.job is not None and self.job.running:
+            self.job.cancel()
+
+    def _finished(self) -> None:
+        if self._plot is not None:
+            self._plot.redraw()
+        if self.job is None or not self.job.running:  # (the re-segmentation may still run)
+            self._train.enabled, self._cancel.enabled = True, False
+
+    def save(self) -> None:
+        if self.result is None:
+            return
+        path = Path(self._path.value)
+        if path.suffix.lower() != ".safetensors":
+            path = path.with_name(path.name + ".safetensors")
+        try:
+            from napari_unet.modelfile import save_model
+
+            save_model(self.result.model, path)
+        except (OSError, ValueError) as e:
+            tell(self._status, f"Could not save the model: {reason(e)}", error=True)
+            return
+        tell(self._status, f"Model saved to {path}")

@@ -1,0 +1,111 @@
+"""Model widget: choose a built-in model or a model file, and the device it runs on."""
+
+from __future__ import annotations
+
+import html
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from magicgui.widgets import ComboBox, Container, FileEdit, PushButton
+from qtpy.QtCore import QTimer
+
+from ._jobs import Job
+from ._layers import note, reason, tell
+from ._session import builtin_names, session
+
+if TYPE_CHECKING:
+    import napari.viewer
+
+
+def _devices() -> list[str]:
+    if "torch" not in sys.modules:  # listing CUDA/MPS needs torch: filled in after the first load
+        return ["auto", "cpu"] if session.device in ("auto", "cpu") else ["auto", "cpu", session.device]
+    from napari_unet.device import available_devices
+
+    return available_devices()
+
+
+class ModelWidget(Container):
+    """The current model (shared with the other widgets) and the device it runs on."""
+
+    def __init__(self, viewer: napari.viewer.Viewer):
+        super().__init__()
+        self._viewer = viewer
+        self._job = None
+        self._autoload = None
+        names = builtin_names()
+        self._builtin = ComboBox(label="Built-in model", choices=names, nullable=True, value=None,
+                                 tooltip="models shipped with napari-unet; choosing one loads it")
+        self._file = FileEdit(label="Model file", mode="r", filter="napari-unet model (*.safetensors)")
+        self._load_file = PushButton(text="Load model file")
+        self._device = ComboBox(label="Device", choices=_devices(), value=session.device)
+        self._info = note("")
+        self._status = note("" if names else "no built-in model installed: load a model file")
+        self.extend([self._builtin, self._file, self._load_file, self._device, self._info, self._status])
+
+        self._builtin.changed.connect(lambda name: name and self.load(name))
+        self._load_file.changed.connect(lambda: self.load(str(self._file.value)))
+        self._device.changed.connect(self._device_changed)
+        session.follow(self, self._show)
+        self._show()
+        if session.model is None and names:
+            # load the default model once the dock is shown: the first load imports torch (seconds)
+            self._autoload = QTimer(self.native)
+            self._autoload.setSingleShot(True)
+            self._autoload.timeout.connect(lambda: session.model is None and self.load(names[0]))
+            self._autoload.start(300)
+
+    def load(self, source: str) -> None:
+        """Load a built-in model (by name) or a model file in the background."""
+        if self._autoload is not None:
+            self._autoload.stop()  # a choice of the user's wins over the default
+        if not source or source == ".":
+            tell(self._status, "choose a model file first", error=True)
+            return
+        if self._job is not None and self._job.running:
+            self._job.cancel()  # its result is dropped; the newest choice wins
+        self._status.value = f"loading {source} ..."
+
+        def work(report, cancelled):
+            from napari_unet.modelfile import load_model
+
+            return load_model(source)
+
+        self._job = Job(
+            work, desc=f"Loading model {source}",
+            on_returned=lambda model: session.set_model(model, source),
+            on_error=lambda exc: tell(self._status, f"Could not load the model: {reason(exc)}", error=True),
+            owner=self.native,
+        )
+
+    def _device_changed(self, device: str) -> None:
+        session.set_device(device)
+
+    def _show(self) -> None:
+        m = session.model
+        with self._builtin.changed.blocked():  # blank when the current model is not a built-in one
+            self._builtin.value = session.source if session.source in self._builtin.choices else None
+        if m is None:
+            self._info.value = "No model loaded yet."
+            return
+        from napari_unet.device import DeviceError, resolve_device
+
+        if list(self._device.choices) != _devices():
+            with self._device.changed.blocked():
+                self._device.choices = _devices()
+                self._device.value = session.device if session.device in self._device.choices else "auto"
+        try:
+            runs_on = str(resolve_device(session.device))
+            self._status.value = ""
+        except DeviceError as e:
+            runs_on = "unavailable"
+            tell(self._status, str(e), error=True)
+        channels = "1 (grey; colour images are averaged)" if m.in_channels == 1 else str(m.in_channels)
+        self._info.value = (
+            f"<b>{html.escape(m.name)}</b> ({html.escape(Path(session.source).name)})<br>"
+            f"{html.escape(m.description or 'no description')}<br>"
+            f"classes: {html.escape(', '.join(m.class_names))}<br>"
+            f"expected channels: {channels}<br>"
+            f"runs on: {runs_on}"
+        )

@@ -1,0 +1,19 @@
+"""File > Save for labels (uint16/uint32 tif) and images (float32 tif, e.g. probabilities)."""
+
+from __future__ import annotations
+
+
+def _full_resolution(data):
+    return data[0] if isinstance(data, (list, tuple)) else data
+
+
+def write_labels(path: str, data, meta: dict) -> list[str]:
+    from napari_unet.io import write_labels as write
+
+    return [str(write(path, _full_resolution(data)))]
+
+
+def write_probabilities(path: str, data, meta: dict) -> list[str]:
+    from napari_unet.io import write_probabilities as write
+
+    return [str(write(path, _full_resolution(data)))]

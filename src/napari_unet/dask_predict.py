@@ -1,0 +1,100 @@
+"""Segmenting images larger than memory, block by block, on dask (one machine or a cluster).
+
+``predict_dask`` builds a lazy dask array of probabilities: each block of the output is one
+task that fetches only the part of the input its tiles read (the block plus the network's
+context, mirrored at the image border) and runs the same overlap-tile code as
+:func:`napari_unet.predict.predict_probabilities`. Blocks start on the tile grid and the
+normalisation statistics are computed once for the whole plane, so the result equals the
+in-memory one exactly. Write it with ``da.to_zarr`` / ``tifffile`` to keep memory bounded.
+
+On one machine, torch already uses every core inside a task: run dask with few worker threads
+(``dask.config.set(scheduler="synchronous")`` or ``num_workers=1``) to avoid oversubscription.
+On a ``dask.distributed`` cluster, give each worker one thread and let torch use the cores.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from .modelfile import SegmentationModel
+from .predict import Predictor, as_planes
+from .tiling import Window
+
+__all__ = ["predict_dask", "labels_dask"]
+
+
+def _predict_block(src: np.ndarray, y0: int, x0: int, full_shape, model, settings: dict, stats, region):
+    pred = Predictor(model, full_shape[-2:], **settings)
+    return pred.plane(Window(np.asarray(src), y0, x0, full_shape), stats, region=region)
+
+
+def predict_dask(
+    image,
+    model: SegmentationModel,
+    *,
+    block: int = 2048,
+    channel_axis=None,
+    device: str = "cpu",
+    tile: int | None = None,
+    precision: str = "auto",
+    memory_budget: int | None = None,
+):
+    """Lazy class probabilities ``(n_classes, *stack, Y, X)`` (a dask array) for ``image``.
+
+    Parameters
+    ----------
+    image : dask array or array-like (numpy, zarr, memmap)
+        Same layouts as :func:`~napari_unet.predict.predict_probabilities`.
+    block : int
+        Approximate output block edge in pixels (rounded to whole tiles).
+    device, tile, precision, memory_budget
+        As for :func:`~napari_unet.predict.predict_probabilities`; every task uses them.
+    """
+    import dask
+    import dask.array as da
+
+    arr = image if isinstance(image, da.Array) else da.from_array(image, chunks="auto")
+    planes, lead = as_planes(arr, model.in_channels, channel_axis)
+    P, C, H, W = planes.shape
+    settings = dict(device=device, tile=tile, precision=precision, memory_budget=memory_budget)
+    plan = Predictor(model, (H, W), **settings)
+    settings["tile"] = plan.tile[0] if plan.tile[0] == plan.tile[1] else None
+    if settings["tile"] is None:  # a thin image: keep the exact rectangular tile
+        settings = dict(settings, tile=None)
+    step = plan.grid((H, W)).step
+    by = max(1, round(block / step[0])) * step[0]
+    bx = max(1, round(block / step[1])) * step[1]
+    K = model.config.n_classes
+    model_node = dask.delayed(model, traverse=False)
+    task = dask.delayed(_predict_block, pure=True)
+    out_planes = []
+    for p in range(P):
+        plane = planes[p]
+        stats = model.normalization.stats(plane)
+        rows = []
+        for y0 in range(0, H, by):
+            row = []
+            for x0 in range(0, W, bx):
+                region = (y0, min(H, y0 + by), x0, min(W, x0 + bx))
+                (ra, rb), (ca, cb) = plan.grid((H, W), region).input_rows_cols()
+                src = plane[:, ra:rb, ca:cb]
+                d = task(src, ra, ca, (C, H, W), model_node, settings, stats, region)
+                row.append(da.from_delayed(d, shape=(K, region[1] - y0, region[3] - x0), dtype=np.float32))
+            rows.append(row)
+        out_planes.append(da.block(rows))
+    out = da.stack(out_planes, axis=1)  # (K, P, H, W)
+    return out.reshape((K,) + tuple(lead) + (H, W))
+
+
+def labels_dask(probabilities, model: SegmentationModel, **overrides):
+    """Instance labels, plane by plane, from (dask) probabilities ``(K, *stack, Y, X)``.
+
+    Labelling needs whole planes (an object may cross blocks), so each plane is computed in
+    memory; for a plane larger than memory, threshold block-wise and label with
+    ``dask_image.ndmeasure.label`` instead.
+    """
+    from .predict import labels_from_model_output
+
+    return labels_from_model_output(np.asarray(probabilities), model, **overrides)

@@ -1,0 +1,115 @@
+import threading
+
+import numpy as np
+import pytest
+
+from napari_unet.modelfile import load_model
+from napari_unet.train import Progress, TrainingConfig, train, weighted_cross_entropy
+
+from _helpers import tiny_model
+
+
+def blobs(seed=0, n=12, size=96):
+    """A synthetic fluorescence-like image with bright disks and its instance labels."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    img = rng.normal(0.1, 0.05, (size, size))
+    inst = np.zeros((size, size), np.int32)
+    for k in range(n):
+        cy, cx = rng.integers(8, size - 8, 2)
+        r = rng.integers(4, 8)
+        disk = (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+        inst[disk & (inst == 0)] = k + 1
+        img[disk] += 0.8
+    return img.astype(np.float32), inst
+
+
+def strokes(inst):
+    """Partial annotation: a few cells painted and a background line, the rest unannotated."""
+    lab = np.zeros(inst.shape, np.int32)
+    ids = [i for i in np.unique(inst) if i][:4]
+    for j, i in enumerate(ids):
+        lab[inst == i] = j + 2
+    lab[2:4, :] = np.where(inst[2:4, :] == 0, 1, 0)
+    lab[:, 2:4] = np.where(inst[:, 2:4] == 0, 1, lab[:, 2:4])
+    lab[60:62, :] = np.where(inst[60:62, :] == 0, 1, lab[60:62, :])
+    return lab
+
+
+CFG = dict(tile=124, validate_every=10, learning_rate=1e-2, elastic_sigma=4.0)
+
+
+def test_loss_ignores_unannotated_pixels():
+    import torch
+
+    logits = torch.randn(1, 2, 4, 4)
+    cls = torch.zeros(1, 4, 4, dtype=torch.long)
+    w = torch.zeros(1, 4, 4)
+    w[0, 0, 0] = 1
+    other = logits.clone()
+    other[0, :, 1:, :] = 100 * torch.randn(2, 3, 4)  # change only unannotated pixels
+    assert torch.isclose(weighted_cross_entropy(logits, cls, w), weighted_cross_entropy(other, cls, w))
+
+
+def test_training_from_strokes_lowers_the_loss_and_does_not_touch_input():
+    img, inst = blobs()
+    lab = strokes(inst)
+    lab_before = lab.copy()
+    model = tiny_model()
+    w_before = model.network.head.weight.detach().clone()
+    res = train(model, [img], [lab], TrainingConfig(iterations=40, **CFG))
+    first = np.mean([h.loss for h in res.history[:8]])
+    last = np.mean([h.loss for h in res.history[-8:]])
+    assert last < 0.8 * first
+    assert np.array_equal(lab, lab_before)
+    assert model.network.head.weight.equal(w_before)  # the input model is not modified
+    assert res.model.provenance["iterations"] == 40
+
+
+def test_same_seed_same_result():
+    img, inst = blobs(1)
+    lab = strokes(inst)
+    a = train(tiny_model(), [img], [lab], TrainingConfig(iterations=5, seed=3, **CFG))
+    b = train(tiny_model(), [img], [lab], TrainingConfig(iterations=5, seed=3, **CFG))
+    c = train(tiny_model(), [img], [lab], TrainingConfig(iterations=5, seed=4, **CFG))
+    assert [h.loss for h in a.history] == [h.loss for h in b.history]
+    assert [h.loss for h in a.history] != [h.loss for h in c.history]
+
+
+def test_cancel_stops_within_one_iteration_and_keeps_best(tmp_path):
+    img, inst = blobs(2)
+    full = np.where(inst > 0, inst + 1, 1)
+    ev = threading.Event()
+    seen: list[Progress] = []
+
+    def cb(p):
+        seen.append(p)
+        if p.iteration == 12:
+            ev.set()
+
+    ck = tmp_path / "best.safetensors"
+    res = train(tiny_model(), [img], [full], TrainingConfig(iterations=100, **CFG), validation=[(img, full)],
+                callback=cb, cancel=ev, checkpoint=ck)
+    assert res.cancelled and len(res.history) == 12
+    assert res.best_iteration == 10 and seen[9].validation_score is not None
+    back = load_model(ck)  # the checkpoint on disk is the best model
+    assert back.provenance["best_iteration"] == 10
+
+
+def test_bad_training_input():
+    img, inst = blobs()
+    with pytest.raises(ValueError, match="nothing is annotated"):
+        train(tiny_model(), [img], [np.zeros_like(inst)], TrainingConfig(iterations=2, **CFG))
+    with pytest.raises(ValueError, match="do not match"):
+        train(tiny_model(), [img], [np.ones((10, 10), np.int32)], TrainingConfig(iterations=2, **CFG))
+    with pytest.raises(ValueError, match="1 images but 2 label images"):
+        train(tiny_model(), [img], [inst, inst], TrainingConfig(iterations=2, **CFG))
+    with pytest.raises(ValueError, match="optimizer"):
+        TrainingConfig(optimizer="lbfgs")
+
+
+def test_paper_sgd_recipe_runs():
+    img, inst = blobs(3)
+    res = train(tiny_model(), [img], [strokes(inst)],
+                TrainingConfig(iterations=3, optimizer="sgd", momentum=0.99, learning_rate=1e-3, tile=124))
+    assert len(res.history) == 3 and all(np.isfinite(h.loss) for h in res.history)

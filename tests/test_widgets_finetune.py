@@ -1,0 +1,123 @@
+"""Annotate and fine-tune widget, and the border-weight preview, driven as a user would."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("napari")
+pytest.importorskip("pytestqt")
+
+from napari_unet._widgets._layers import info  # noqa: E402
+from napari_unet._widgets.finetune import FinetuneWidget  # noqa: E402
+from napari_unet._widgets.weights import WeightsWidget  # noqa: E402
+
+
+def test_annotate_finetune_resegment_save_reload(make_napari_viewer, qtbot, session, tiny_model, blobs, tmp_path):
+    from napari_unet.modelfile import load_model
+
+    image, painted = blobs
+    viewer = make_napari_viewer()
+    viewer.add_image(image, name="blobs")
+    session.set_model(tiny_model, "tiny")
+    w = FinetuneWidget(viewer)
+    viewer.window.add_dock_widget(w)
+
+    w._new.native.click()  # one click: an empty labels layer matched to the image, ready to paint a cell
+    ann = viewer.layers["blobs annotations"]
+    assert ann.data.shape == image.shape and not ann.data.any()
+    assert info(ann)["role"] == "annotations" and w._annotations.value is ann
+    assert ann.selected_label == 2 and ann.mode == "paint"
+    assert any(str(key) == "M" for key in ann.keymap)  # the M key selects a new cell value
+    ann.data = _rows(painted, 0, 55)  # strokes on the top cells
+    w._bg.native.click()
+    assert ann.selected_label == 1
+    w._cell.native.click()
+    assert ann.selected_label == int(ann.data.max()) + 1
+
+    # the lower cells, painted in a labels layer of the user's own, validate
+    valid = viewer.add_labels(_rows(painted, 55, None), name="check")
+    w._valid.value = valid
+    w._iterations.value = 20
+    w._lr.value = 3e-3
+    w._tile.value = 124
+    w._train.native.click()
+    qtbot.waitUntil(lambda: w.result is not None, timeout=90_000)
+    qtbot.waitUntil(lambda: not w.job.running, timeout=30_000)  # the re-segmentation
+    res = w.result
+    assert not res.cancelled and len(res.history) == 20
+    losses = [p.loss for p in res.history]
+    assert np.mean(losses[-5:]) < np.mean(losses[:5])
+    assert len(w._plot.it) == 20 and len(w._plot.score) >= 3  # live loss and validation curve
+    assert session.model is res.model and session.model.name == "tiny-finetuned"
+    assert viewer.layers["blobs labels"].data.shape == image.shape  # re-segmented
+    assert np.array_equal(viewer.layers["check"].data, _rows(painted, 55, None))  # user layer untouched
+
+    w._path.value = tmp_path / "finetuned"  # the suffix is added
+    w._save.native.click()
+    again = load_model(tmp_path / "finetuned.safetensors")
+    for k, v in res.model.network.state_dict().items():
+        assert np.array_equal(v.numpy(), again.network.state_dict()[k].numpy())
+    assert again.provenance["trained_from"] == "tiny"
+
+
+def _rows(painted, start, stop):
+    out = np.zeros_like(painted)
+    out[start:stop] = painted[start:stop]
+    return out
+
+
+def test_finetune_cancel_keeps_best_model_and_nothing_painted_is_reported(make_napari_viewer, qtbot, session,
+                                                                           tiny_model, blobs):
+    image, painted = blobs
+    viewer = make_napari_viewer()
+    viewer.add_image(image, name="blobs")
+    session.set_model(tiny_model, "tiny")
+    w = FinetuneWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    w._new.native.click()
+    w._train.native.click()  # nothing painted yet
+    assert "Nothing painted" in w._status.value and w.job is None
+
+    viewer.layers["blobs annotations"].data = painted
+    w._iterations.value = 10_000
+    w._tile.value = 124
+    w._train.native.click()
+    qtbot.waitUntil(lambda: len(w._plot.it) >= 3, timeout=60_000)
+    w._cancel.native.click()
+    qtbot.waitUntil(lambda: w.result is not None, timeout=30_000)
+    assert w.result.cancelled and 3 <= len(w.result.history) < 10_000
+    assert session.model is w.result.model and "cancelled" in w._status.value
+    qtbot.waitUntil(lambda: not w.job.running, timeout=30_000)
+
+
+def test_weight_preview_peaks_between_touching_cells_and_follows_painting(make_napari_viewer, qtbot):
+    from skimage.draw import disk
+
+    labels = np.ones((80, 100), np.uint16)  # all background
+    labels[disk((40, 30), 15, shape=labels.shape)] = 2
+    labels[disk((40, 63), 15, shape=labels.shape)] = 3  # 3-pixel gap at x = 46..48
+    viewer = make_napari_viewer()
+    lab = viewer.add_labels(labels, name="cells")
+    w = WeightsWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    w._show.value = True
+    qtbot.waitUntil(lambda: w.updates >= 1, timeout=10_000)
+    overlay = viewer.layers["cells weight map"]
+    assert info(overlay)["role"] == "weights" and overlay.blending == "additive"
+    y, x = np.unravel_index(np.argmax(overlay.data), overlay.data.shape)
+    assert 45 <= x <= 49 and 30 <= y <= 50, (y, x)
+    peak = overlay.data.max()
+
+    w._w0.value = 20.0  # live update
+    qtbot.waitUntil(lambda: w.updates >= 2 and overlay.data.max() > peak + 5, timeout=10_000)
+
+    n = w.updates
+    lab.selected_label = 4  # paint a third cell: the map follows
+    lab.paint((10, 90), 4)
+    qtbot.waitUntil(lambda: w.updates > n, timeout=10_000)
+    assert overlay.data[10, 90] > 0 and len(viewer.layers) == 2
+    assert np.array_equal(viewer.layers["cells"].data[40], labels[40])  # the preview never paints
+
+    w._show.value = False
+    assert not overlay.visible
