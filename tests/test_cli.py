@@ -64,7 +64,7 @@ def test_unreadable_image(tmp_path, model_file, capsys):
 
 def test_4d_without_axis(tmp_path, model_file, capsys):
     p = tmp_path / "4d.tif"
-    tifffile.imwrite(p, np.zeros((2, 3, 40, 40), np.uint8))
+    tifffile.imwrite(p, np.zeros((2, 3, 40, 40), np.uint8), photometric="minisblack")
     _fails(["segment", str(p), "--model", model_file, "--output", str(tmp_path / "o")], capsys, "say which axis holds the channels")
     assert main(["segment", str(p), "--model", model_file, "--output", str(tmp_path / "o"), "--channel-axis", "none", "-q"]) == 0
     assert tifffile.imread(tmp_path / "o" / "4d_labels.tif").shape == (2, 3, 40, 40)

@@ -77,6 +77,8 @@ def write_tif(path: str | os.PathLike, data: np.ndarray, **kwargs) -> Path:
     import tifffile
 
     kwargs.setdefault("compression", "zlib")
+    # a stack of planes, never an RGB image, whatever the shape
+    kwargs.setdefault("photometric", "minisblack")
     return atomic_write(Path(path), lambda tmp: tifffile.imwrite(tmp, data, **kwargs))
 
 
