@@ -95,16 +95,20 @@ def data(name):
     )
 
 
-def cmd_train(name, iterations=None, threads=None, precision="bfloat16", base_channels=16):
+def cmd_train(name, iterations=None, threads=None, precision="bfloat16", base_channels=16, start=None, lr=1e-3):
     if threads:
         torch.set_num_threads(threads)
     spec = SPECS[name]
     tr, va, _ = data(name)
-    model = SegmentationModel.new(
-        UNetConfig(base_channels=base_channels, depth=5, padding="valid", dropout=0.5),
-        class_names=spec["class_names"], name=name, description=spec["description"],
-    )
-    cfg = TrainingConfig(iterations=iterations or spec["iterations"], precision=precision, validate_every=250, seed=0)
+    if start:  # continue from an earlier run (a file), e.g. with a lower learning rate
+        model = load_model(start)
+    else:
+        model = SegmentationModel.new(
+            UNetConfig(base_channels=base_channels, depth=5, padding="valid", dropout=0.5),
+            class_names=spec["class_names"], name=name, description=spec["description"],
+        )
+    cfg = TrainingConfig(iterations=iterations or spec["iterations"], precision=precision, validate_every=250, seed=0,
+                         learning_rate=lr)
     RUNS.mkdir(exist_ok=True)
     out = RUNS / f"{name}.safetensors"
     t0 = time.time()
@@ -116,7 +120,8 @@ def cmd_train(name, iterations=None, threads=None, precision="bfloat16", base_ch
 
     res = train(model, [p[0] for p in tr], [p[1] for p in tr], cfg, validation=va, callback=cb, checkpoint=out)
     res.model.provenance.update({"training_data": name_data(name), "training_seconds": round(res.seconds),
-                                 "command": f"python scripts/builtin_models.py train {name} --iterations {cfg.iterations} --base-channels {base_channels}",
+                                 "command": f"python scripts/builtin_models.py train {name} --iterations {cfg.iterations}"
+                                            + (f" --start {start} --lr {lr}" if start else f" --base-channels {base_channels}"),
                                  "threads": torch.get_num_threads()})
     save_model(res.model, out)
     print(f"{name}: {res.seconds:.0f} s, best iteration {res.best_iteration}, score {res.best_score}")
@@ -204,9 +209,11 @@ def main(argv=None):
     ap.add_argument("--threads", type=int)
     ap.add_argument("--precision", default=None)
     ap.add_argument("--base-channels", type=int, default=16)
+    ap.add_argument("--start", help="continue training this model file")
+    ap.add_argument("--lr", type=float, default=1e-3)
     a = ap.parse_args(argv)
     if a.step == "train":
-        cmd_train(a.name, a.iterations, a.threads, a.precision or "bfloat16", a.base_channels)
+        cmd_train(a.name, a.iterations, a.threads, a.precision or "bfloat16", a.base_channels, a.start, a.lr)
     elif a.step == "tune":
         cmd_tune(a.name)
     elif a.step == "score":

@@ -1,10 +1,10 @@
 """napari-unet: the U-Net of Ronneberger, Fischer and Brox (MICCAI 2015) for microscopy.
 
-The engine is plain numpy/torch (no Qt)::
+The engine is plain numpy/torch (no Qt):
 
-    from napari_unet import load_model, segment
-    model = load_model("fluo-nuclei")
-    result = segment(image, model)          # result.labels, result.probabilities
+>>> from napari_unet import load_model, segment
+>>> model = load_model("fluo-nuclei")
+>>> result = segment(image, model)          # result.labels, result.probabilities
 
 The napari widgets live in ``napari_unet._widgets``; the command line is ``napari-unet``.
 """

@@ -13,7 +13,7 @@ from napari.utils.notifications import show_info
 def get_reader(path):
     if isinstance(path, (list, tuple)) or not str(path).lower().endswith(".safetensors"):
         return None
-    from napari_unet.modelfile import ModelFileError, read_model_info
+    from napari_unet.modelinfo import ModelFileError, read_model_info
 
     try:
         read_model_info(path)

@@ -58,11 +58,9 @@ def predict_dask(
     arr = image if isinstance(image, da.Array) else da.from_array(image, chunks="auto")
     planes, lead = as_planes(arr, model.in_channels, channel_axis)
     P, C, H, W = planes.shape
-    settings = dict(device=device, tile=tile, precision=precision, memory_budget=memory_budget)
-    plan = Predictor(model, (H, W), **settings)
-    settings["tile"] = plan.tile[0] if plan.tile[0] == plan.tile[1] else None
-    if settings["tile"] is None:  # a thin image: keep the exact rectangular tile
-        settings = dict(settings, tile=None)
+    plan = Predictor(model, (H, W), device=device, tile=tile, precision=precision, memory_budget=memory_budget)
+    # every task uses exactly the planned tiles (a worker's own memory budget could differ)
+    settings = dict(device=device, precision=plan.precision, tile_shape=plan.tile, batch_size=plan.batch_size)
     step = plan.grid((H, W)).step
     by = max(1, round(block / step[0])) * step[0]
     bx = max(1, round(block / step[1])) * step[1]

@@ -268,7 +268,7 @@ class Predictor:
     :func:`predict_probabilities` and, block by block, by :mod:`napari_unet.dask_predict`."""
 
     def __init__(self, model: SegmentationModel, plane_shape: Sequence[int], *, device="auto", tile=None,
-                 batch_size=None, precision="auto", memory_budget=None):
+                 batch_size=None, precision="auto", memory_budget=None, tile_shape=None):
         self.model = model
         self.device = resolve_device(device)
         self.precision = resolve_precision(precision, self.device)
@@ -276,6 +276,8 @@ class Predictor:
         budget = memory_budget or default_memory_budget(self.device)
         self.tile, self.margin = choose_tile(config, plane_shape, tile=tile, memory_budget=budget,
                                              precision=self.precision, device_type=self.device.type)
+        if tile_shape is not None:  # fixed by a caller that plans blocks (dask_predict)
+            self.tile = (int(tile_shape[0]), int(tile_shape[1]))
         if batch_size is None:
             per_tile = self.tile[0] * self.tile[1] * _bytes_per_pixel(config, self.precision)
             batch_size = 1 if self.device.type == "cpu" else max(1, min(16, int(budget // per_tile)))
