@@ -102,7 +102,7 @@ def save_model(model: SegmentationModel, path: str | os.PathLike, *, dtype: torc
     path = Path(path)
     header = model.header()
     header["provenance"] = dict(header["provenance"])
-    header["provenance"].setdefault("saved", datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    header["provenance"]["saved"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     tensors = {k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous()
                for k, v in model.network.state_dict().items()}
     meta = {"format": FORMAT_NAME, "format_version": str(FORMAT_VERSION), "model": json.dumps(header)}

@@ -198,7 +198,7 @@ def validation_scores(model: SegmentationModel, pairs, device="auto", precision=
             aps.append(average_precision(pred, np.where(lab >= 2, lab - 1, 0)))
     out = {"iou": float(np.mean(ious))}
     if aps:
-        out["ap50"] = float(np.mean([a if np.isscalar(a) else a for a in aps]))
+        out["ap50"] = float(np.mean(aps))
     out["score"] = out.get("ap50", out["iou"])
     return out
 
