@@ -6,6 +6,9 @@ context, mirrored at the image border) and runs the same overlap-tile code as
 :func:`napari_unet.predict.predict_probabilities`. Blocks start on the tile grid and the
 normalisation statistics are computed once for the whole plane, so the result equals the
 in-memory one exactly. Write it with ``da.to_zarr`` / ``tifffile`` to keep memory bounded.
+Labels need whole planes (an object may cross blocks): threshold the foreground block-wise
+and label it with ``dask_image.ndmeasure.label``, or, when a plane fits in memory, call
+:func:`napari_unet.predict.labels_from_model_output` on it.
 
 On one machine, torch already uses every core inside a task: run dask with few worker threads
 (``dask.config.set(scheduler="synchronous")`` or ``num_workers=1``) to avoid oversubscription.
@@ -22,7 +25,7 @@ from .modelfile import SegmentationModel
 from .predict import Predictor, as_planes
 from .tiling import Window
 
-__all__ = ["predict_dask", "labels_dask"]
+__all__ = ["predict_dask"]
 
 
 def _predict_block(src: np.ndarray, y0: int, x0: int, full_shape, model, settings: dict, stats, region):
@@ -84,15 +87,3 @@ def predict_dask(
         out_planes.append(da.block(rows))
     out = da.stack(out_planes, axis=1)  # (K, P, H, W)
     return out.reshape((K,) + tuple(lead) + (H, W))
-
-
-def labels_dask(probabilities, model: SegmentationModel, **overrides):
-    """Instance labels, plane by plane, from (dask) probabilities ``(K, *stack, Y, X)``.
-
-    Labelling needs whole planes (an object may cross blocks), so each plane is computed in
-    memory; for a plane larger than memory, threshold block-wise and label with
-    ``dask_image.ndmeasure.label`` instead.
-    """
-    from .predict import labels_from_model_output
-
-    return labels_from_model_output(np.asarray(probabilities), model, **overrides)
