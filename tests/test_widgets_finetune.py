@@ -13,15 +13,21 @@ from napari_unet._widgets.finetune import FinetuneWidget  # noqa: E402
 from napari_unet._widgets.weights import WeightsWidget  # noqa: E402
 
 
+def open_finetune(make_napari_viewer, session, model, image):
+    """A viewer with the image "blobs", ``model`` as the current one and the widget docked."""
+    viewer = make_napari_viewer()
+    viewer.add_image(image, name="blobs")
+    session.set_model(model, "tiny")
+    w = FinetuneWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    return viewer, w
+
+
 def test_annotate_finetune_resegment_save_reload(make_napari_viewer, qtbot, session, tiny_model, blobs, tmp_path):
     from napari_unet.modelfile import load_model
 
     image, painted = blobs
-    viewer = make_napari_viewer()
-    viewer.add_image(image, name="blobs")
-    session.set_model(tiny_model, "tiny")
-    w = FinetuneWidget(viewer)
-    viewer.window.add_dock_widget(w)
+    viewer, w = open_finetune(make_napari_viewer, session, tiny_model, image)
 
     w._new.native.click()  # one click: an empty labels layer matched to the image, ready to paint a cell
     ann = viewer.layers["blobs annotations"]
@@ -70,11 +76,7 @@ def _rows(painted, start, stop):
 def test_finetune_cancel_keeps_best_model_and_nothing_painted_is_reported(make_napari_viewer, qtbot, session,
                                                                            tiny_model, blobs):
     image, painted = blobs
-    viewer = make_napari_viewer()
-    viewer.add_image(image, name="blobs")
-    session.set_model(tiny_model, "tiny")
-    w = FinetuneWidget(viewer)
-    viewer.window.add_dock_widget(w)
+    viewer, w = open_finetune(make_napari_viewer, session, tiny_model, image)
     w._new.native.click()
     w._train.native.click()  # nothing painted yet
     assert "Nothing painted" in w._status.value and w.job is None

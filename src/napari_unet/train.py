@@ -259,12 +259,11 @@ def train(
         frac = (it - warm) / max(1, cfg.iterations - warm)
         return cfg.learning_rate * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * frac)))
 
-    best_state = copy.deepcopy(net.state_dict())
+    best_state = None
     best_score, best_iter, ema = None, 0, None
     history: list[Progress] = []
     cancelled = False
     t0 = time.perf_counter()
-    model.provenance = dict(model.provenance)
     start_name = model.name
 
     def save_best():
@@ -303,18 +302,17 @@ def train(
         ema = lv if ema is None else 0.95 * ema + 0.05 * lv
         prog = Progress(it + 1, cfg.iterations, lv, lr, seconds=time.perf_counter() - t0)
         last = it + 1 == cfg.iterations
-        if validation and ((it + 1) % cfg.validate_every == 0 or last):
-            net.eval()
-            score = validation_scores(model, validation, device=device, precision=precision)["score"]
-            net.train()
-            prog.validation_score = score
+        if (it + 1) % cfg.validate_every == 0 or last:
+            # the best model: by validation score, or by smoothed training loss without validation data
+            if validation:
+                net.eval()
+                score = validation_scores(model, validation, device=device, precision=precision)["score"]
+                net.train()
+                prog.validation_score = score
+            else:
+                score = -ema
             if best_score is None or score >= best_score:
                 best_score, best_iter = score, it + 1
-                best_state = copy.deepcopy(net.state_dict())
-                save_best()
-        elif not validation and ((it + 1) % cfg.validate_every == 0 or last):
-            if best_score is None or -ema >= best_score:
-                best_score, best_iter = -ema, it + 1
                 best_state = copy.deepcopy(net.state_dict())
                 save_best()
         prog.best_score = best_score
@@ -335,7 +333,7 @@ def train(
             "best_iteration": best_iter,
             "training_images": len(examples),
             "annotated_pixels": int(n_ann.sum()),
-            "training": {k: v for k, v in asdict(cfg).items()},
+            "training": asdict(cfg),
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
     )
