@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .augment import augment
+from .augment import augment, microscope, rescale
 from .device import resolve_device
 from .labels import separate_touching, to_classes, validate_labels
 from .model import context_margin, output_size, valid_input_size
@@ -68,6 +68,13 @@ class TrainingConfig:
     max_shift: float = 0.0
     max_scale: float = 0.1
     intensity: bool = True
+    # beyond the paper: magnification changes and what real microscopes do to images
+    # (augment.microscope); off by default for fine-tuning on the user's own images, on for
+    # the built-in models (scripts/builtin_models.py, docs/models.md)
+    max_zoom: float = 1.0  # magnification drawn log-uniformly in [1/max_zoom, max_zoom]
+    microscope: float = 0.0  # probability that a tile gets augment.microscope
+    boundary_width: int = 1  # three-class networks: boundary class width in pixels
+    workers: int = 0  # processes preparing tiles (0: in the training loop, reproducible)
     validate_every: int = 50
     seed: int = 0
     precision: str = "auto"  # "float32", "bfloat16" (autocast + channels_last), or auto: bf16 where native
@@ -84,6 +91,10 @@ class TrainingConfig:
             raise ValueError("batch_size must be at least 1")
         if self.lr_schedule not in ("cosine", "constant"):
             raise ValueError("lr_schedule must be 'cosine' or 'constant'")
+        if self.max_zoom < 1:
+            raise ValueError("max_zoom must be >= 1 (1 = no magnification change)")
+        if not 0 <= self.microscope <= 1:
+            raise ValueError("microscope is a probability, between 0 and 1")
 
 
 @dataclass
@@ -127,12 +138,17 @@ class _Example:
         if lab.shape != img.shape[-2:]:
             raise ValueError(f"labels of shape {lab.shape} do not match the image's {img.shape[-2:]}")
         self.image = model.normalization(img)
-        if cfg.separate_touching:
+        n_classes = model.config.n_classes
+        if cfg.separate_touching and n_classes == 2:
             # a two-class network can only keep touching cells apart if it is taught to draw the
-            # background line between them (the paper's ground truth has such lines)
+            # background line between them (the paper's ground truth has such lines); a
+            # three-class network has its boundary class for that
             lab = separate_touching(lab)
         self.labels = lab
-        self.weights = weight_map(lab, w0=cfg.w0, sigma=cfg.sigma, class_balance=cfg.class_balance)
+        # targets are made on the whole image, where it is known what lies next to a cell
+        self.classes = (to_classes(lab, n_classes, cfg.boundary_width) + 1).astype(np.int8)  # 0 = ignored
+        self.weights = weight_map(lab, w0=cfg.w0, sigma=cfg.sigma, class_balance=cfg.class_balance,
+                                  n_classes=n_classes)
         self.annotated = np.flatnonzero(lab.ravel() > 0)
         self.shape = lab.shape
 
@@ -153,20 +169,53 @@ def _sample(ex: _Example, t_in: int, t_out: int, rng: np.random.Generator, cfg: 
     jitter = t_out // 4
     cy += int(rng.integers(-jitter, jitter + 1))
     cx += int(rng.integers(-jitter, jitter + 1))
-    y0, x0 = cy - t_in // 2, cx - t_in // 2
-    img = read_mirrored(ex.image, y0, x0, t_in, t_in)
-    lab = read_mirrored(ex.labels[None], y0, x0, t_in, t_in)[0].astype(np.int64)
-    wts = read_mirrored(ex.weights[None], y0, x0, t_in, t_in)[0]
-    img, lab, wts = augment(
-        img, lab, wts, rng=rng, elastic=cfg.elastic, grid=cfg.elastic_grid, sigma=cfg.elastic_sigma,
+    zoom = math.exp(rng.uniform(-math.log(cfg.max_zoom), math.log(cfg.max_zoom))) if cfg.max_zoom > 1 else 1.0
+    size = max(8, int(round(t_in / zoom)))  # source window shown as t_in pixels
+    y0, x0 = cy - size // 2, cx - size // 2
+    img = read_mirrored(ex.image, y0, x0, size, size)
+    cls = read_mirrored(ex.classes[None], y0, x0, size, size)[0].astype(np.int8)
+    wts = read_mirrored(ex.weights[None], y0, x0, size, size)[0]
+    if size != t_in:
+        img, cls, wts = rescale(img, cls, wts, size=t_in)
+    img, cls, wts = augment(
+        img, cls, wts, rng=rng, elastic=cfg.elastic, grid=cfg.elastic_grid, sigma=cfg.elastic_sigma,
         max_rotation=cfg.max_rotation, max_shift=cfg.max_shift, max_scale=cfg.max_scale, intensity=cfg.intensity,
     )
+    if cfg.microscope and rng.random() < cfg.microscope:
+        img = microscope(img, rng, background=cls == 1)
     m = (t_in - t_out) // 2
-    lab = lab[m : m + t_out, m : m + t_out]
+    cls = cls[m : m + t_out, m : m + t_out].astype(np.int64) - 1
     wts = wts[m : m + t_out, m : m + t_out]
-    cls = to_classes(lab)
     wts = np.where(cls < 0, 0.0, wts).astype(np.float32)
     return img.astype(np.float32), np.maximum(cls, 0), wts
+
+
+class _Tiles(torch.utils.data.IterableDataset):
+    """Endless training tiles for a DataLoader with worker processes (one seed each)."""
+
+    def __init__(self, examples, pick_p, t_in, t_out, cfg):
+        self.args = (examples, pick_p, t_in, t_out, cfg)
+
+    def __iter__(self):
+        examples, pick_p, t_in, t_out, cfg = self.args
+        info = torch.utils.data.get_worker_info()
+        rng = np.random.default_rng([cfg.seed, info.id if info else 0])
+        while True:
+            ex = examples[rng.choice(len(examples), p=pick_p)]
+            yield _sample(ex, t_in, t_out, rng, cfg)
+
+
+def _batches(examples, pick_p, t_in, t_out, rng, cfg):
+    """Batches ``(x, classes, weights)`` as tensors, forever."""
+    if cfg.workers > 0:
+        loader = torch.utils.data.DataLoader(_Tiles(examples, pick_p, t_in, t_out, cfg), batch_size=cfg.batch_size,
+                                             num_workers=cfg.workers, persistent_workers=True, prefetch_factor=4)
+        yield from loader
+        return
+    while True:
+        batch = [_sample(examples[rng.choice(len(examples), p=pick_p)], t_in, t_out, rng, cfg)
+                 for _ in range(cfg.batch_size)]
+        yield tuple(torch.from_numpy(np.stack([b[i] for b in batch])) for i in range(3))
 
 
 def weighted_cross_entropy(logits: torch.Tensor, classes: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -181,13 +230,13 @@ def validation_scores(model: SegmentationModel, pairs, device="auto", precision=
     """Scores of ``model`` on ``(image, labels)`` pairs (labels in the convention): foreground
     IoU over annotated pixels, and average precision at IoU 0.5 when labels are complete."""
     from .metrics import average_precision
-    from .predict import labels_from_model_output, predict_probabilities
+    from .predict import foreground_probability, labels_from_model_output, predict_probabilities
 
     ious, aps = [], []
     for image, labels in pairs:
         lab = validate_labels(labels)
         probs = predict_probabilities(image, model, device=device, precision=precision)
-        fg = probs[model.foreground_class] > model.postprocessing.get("threshold", 0.5)
+        fg = foreground_probability(probs, model) > model.postprocessing.get("threshold", 0.5)
         ann = lab > 0
         truth = lab >= 2
         inter = np.count_nonzero(fg & truth & ann)
@@ -227,8 +276,9 @@ def train(
         raise ValueError(f"{len(images)} images but {len(labels)} label images")
     if not len(images):
         raise ValueError("no training images given")
-    if model.config.n_classes != 2:
-        raise ValueError("training from the label convention needs a two-class model (background, cell)")
+    if model.config.n_classes not in (2, 3):
+        raise ValueError("training from the label convention needs a two-class (background, cell) or "
+                         "three-class (background, interior, boundary) model")
     rng = np.random.default_rng(cfg.seed)
     torch.manual_seed(cfg.seed)
     device = resolve_device(cfg.device)
@@ -272,6 +322,7 @@ def train(
             snap.network.load_state_dict(best_state)
             save_model(snap, checkpoint)
 
+    batches = _batches(examples, pick_p, t_in, t_out, rng, cfg)
     for it in range(cfg.iterations):
         if cancel is not None and (cancel.is_set() if hasattr(cancel, "is_set") else cancel()):
             cancelled = True
@@ -279,10 +330,7 @@ def train(
         lr = lr_at(it)
         for g in opt.param_groups:
             g["lr"] = lr
-        batch = [_sample(examples[rng.choice(len(examples), p=pick_p)], t_in, t_out, rng, cfg) for _ in range(cfg.batch_size)]
-        x = torch.from_numpy(np.stack([b[0] for b in batch])).to(device)
-        y = torch.from_numpy(np.stack([b[1] for b in batch])).to(device)
-        w = torch.from_numpy(np.stack([b[2] for b in batch])).to(device)
+        x, y, w = (t.to(device, non_blocking=True) for t in next(batches))
         if bf16:
             x = x.contiguous(memory_format=torch.channels_last)
             ctx = torch.autocast(device_type=device.type, dtype=torch.bfloat16)
@@ -319,6 +367,7 @@ def train(
         history.append(prog)
         if callback is not None:
             callback(prog)
+    batches.close()  # stops tile workers, if any
     if best_iter == 0:
         # cancelled before any checkpoint: the latest weights are the best we have
         best_state = copy.deepcopy(net.state_dict())
