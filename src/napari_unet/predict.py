@@ -380,7 +380,8 @@ def predict_probabilities(
     pred = Predictor(model, (H, W), device=device, tile=tile, batch_size=batch_size, precision=precision,
                      memory_budget=memory_budget)
     views = DIHEDRAL if tta else DIHEDRAL[:1]
-    total = len(pred.grid((H, W))) * P * len(views)
+    # quarter turns swap the axes, which may change the number of tiles
+    total = P * sum(len(pred.grid((W, H) if k % 2 else (H, W))) for k, _ in views)
     K = model.config.n_classes
     out = np.empty((P, K, H, W), dtype=np.float32)
     done = 0
