@@ -213,3 +213,30 @@ def test_tile_workers_train_like_the_loop():
     res = train(model, [img], [lab], TrainingConfig(iterations=4, tile=92, workers=1, precision="float32",
                                                     validate_every=2))
     assert len(res.history) == 4 and all(np.isfinite(p.loss) for p in res.history)
+
+
+def test_cli_trains_a_three_class_model_and_segments_with_tta(tmp_path):
+    import tifffile
+
+    from napari_unet.cli import main
+    from napari_unet.modelfile import load_model
+
+    rng = np.random.default_rng(0)
+    img = rng.normal(0, 0.1, (80, 80)).astype(np.float32)
+    lab = np.ones((80, 80), np.uint16)
+    lab[20:40, 20:40] = 2
+    lab[20:40, 40:60] = 3
+    img[lab >= 2] += 1
+    tifffile.imwrite(tmp_path / "img.tif", img)
+    tifffile.imwrite(tmp_path / "lab.tif", lab)
+    out = tmp_path / "m3.safetensors"
+    assert main(["train", "--images", str(tmp_path / "img.tif"), "--labels", str(tmp_path / "lab.tif"),
+                 "--output", str(out), "--classes", "3", "--iterations", "3", "--tile", "92",
+                 "--base-channels", "4", "--depth", "3", "--precision", "float32", "-q"]) == 0
+    model = load_model(out)
+    assert model.config.n_classes == 3 and model.class_names == ["background", "cell", "cell boundary"]
+    assert main(["segment", str(tmp_path / "img.tif"), "--model", str(out), "--output", str(tmp_path / "res"),
+                 "--probabilities", "--tta", "--precision", "float32", "-q"]) == 0
+    probs = tifffile.imread(tmp_path / "res" / "img_probabilities.tif")
+    assert probs.shape == (3, 80, 80)
+    np.testing.assert_allclose(probs, predict_probabilities(img, model, precision="float32", tta=True), atol=1e-5)

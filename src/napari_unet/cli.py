@@ -121,7 +121,7 @@ def cmd_segment(args) -> int:
         try:
             probs = predict_probabilities(
                 image, model, channel_axis=_channel_axis(args.channel_axis), device=args.device, tile=args.tile,
-                precision=args.precision, batch_size=args.batch_size, progress=progress,
+                precision=args.precision, batch_size=args.batch_size, progress=progress, tta=args.tta,
             )
         except InputError as e:
             raise CliError(f"{p.name}: {e}") from None
@@ -195,9 +195,14 @@ def cmd_train(args) -> int:
         model = _load_model(args.model)
     else:
         ch = pairs[0][0].shape[-1] if pairs[0][0].ndim == 3 else 1
+        names = args.class_names.split(",") if args.class_names else (
+            ["background", "cell", "cell boundary"] if args.classes == 3 else ["background", "cell"])
+        if len(names) != args.classes:
+            raise CliError(f"--class-names gives {len(names)} names for --classes {args.classes}")
         model = SegmentationModel.new(
-            UNetConfig(in_channels=ch, base_channels=args.base_channels, depth=args.depth, padding=args.padding),
-            class_names=args.class_names.split(","),
+            UNetConfig(in_channels=ch, base_channels=args.base_channels, depth=args.depth, padding=args.padding,
+                       n_classes=args.classes),
+            class_names=names,
         )
     if args.name:
         model.name = args.name
@@ -302,6 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default="auto", choices=["auto", "float32", "bfloat16"],
                    help="auto: bfloat16 where the hardware runs it natively (agrees with float32, see docs), else float32")
     p.add_argument("--probabilities", action="store_true", help="also write float32 class probabilities (classes first)")
+    p.add_argument("--tta", action="store_true",
+                   help="test-time augmentation: average the 8 rotations/flips (8x the time; see docs/models.md)")
     p.add_argument("--channel-axis", help="axis holding channels, or 'none' for a stack of grey planes (needed for 4D)")
     p.add_argument("--threshold", type=float, help="foreground probability threshold (default: the model's)")
     p.add_argument("--seed-threshold", type=float, help="split touching objects from cores above this probability")
@@ -334,7 +341,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--base-channels", type=int, default=16, help="new network only")
     p.add_argument("--depth", type=int, default=5, help="new network only")
     p.add_argument("--padding", default="valid", choices=["valid", "same"], help="new network only")
-    p.add_argument("--class-names", default="background,cell", help="new network only")
+    p.add_argument("--classes", type=int, default=2, choices=[2, 3],
+                   help="new network only: 2 = the paper's background/cell; 3 adds a cell-boundary class "
+                        "that keeps touching cells apart")
+    p.add_argument("--class-names", help="new network only, comma-separated (default: background,cell[,cell boundary])")
     p.add_argument("--channel-axis")
     p.add_argument("--name")
     p.add_argument("--description")
