@@ -97,9 +97,13 @@ def data(name):
     tr, va, te = dsb_split()
     train_pairs = ([dsb(n) for n in tr] + [ctc("ctc_fluo_n2dh_gowt1", n) for n in ("t01", "t21", "t31")]
                    + [ctc("ctc_fluo_n2dl_hela", "t13")])
+    val = [dsb(n) for n in va]
+    # validation also on the same images made hard (dim nuclei, debris), with seeds of their own,
+    # so that the model and its post-processing are not chosen for clean images alone
+    val += [_corrupt(p, 2000 + k) for k, p in enumerate(val)]
     return (
         train_pairs,
-        [dsb(n) for n in va],
+        val,
         {
             "dsb2018 (20 held-out images)": [dsb(n) for n in te],
             "ctc Fluo-N2DL-HeLa t52": [ctc("ctc_fluo_n2dl_hela", "t52")],
@@ -205,8 +209,8 @@ def name_data(name):
 
 def _grid(name, classes=2):
     if classes == 3:
-        return [dict(threshold=t, seed_threshold=s, min_size=m, smooth=sm, fill_holes=True)
-                for t in (0.4, 0.5, 0.6) for s in (0.3, 0.5, 0.7) for m in (0, 15) for sm in (0, 1)]
+        return [dict(threshold=t, seed_threshold=s, min_size=15, smooth=sm, fill_holes=True)
+                for t in (0.5, 0.6, 0.7, 0.8, 0.9) for s in (0.4, 0.5, 0.6) for sm in (0, 1)]
     if name == "em-membranes":
         return [dict(threshold=t, seed_threshold=0, min_size=m, smooth=sm, fill_holes=False)
                 for t in (0.5, 0.6, 0.7, 0.8, 0.9) for m in (0, 20, 50) for sm in (0, 1)]
