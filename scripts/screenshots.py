@@ -137,6 +137,7 @@ def finetune_hela():
     t13_after = average_precision(segment(frames["t13"][0], session_model()).labels, frames["t13"][1])
     print(f"AP50 on t13 (validation frame): {t13_before:.2f} -> {t13_after:.2f}")
     print("best iteration:", fw.result.best_iteration)
+    panel.scroll.ensureWidgetVisible(fw._plot)
     shot(viewer, "finetune")
 
 
@@ -160,6 +161,7 @@ def finetune_sample():
     viewer.layers["cells annotations"].data = strokes(instances, ids[:8:2])
     shot(viewer, "annotate", close=False)
     start_finetuning(panel.finetune)
+    panel.scroll.ensureWidgetVisible(panel.finetune._plot)
     shot(viewer, "finetune")
 
 

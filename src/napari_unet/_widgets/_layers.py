@@ -107,6 +107,7 @@ def note(value: str = ""):
     from qtpy.QtWidgets import QSizePolicy
 
     label = Label(value=value)
+    label.native.setVisible(bool(value))  # an empty status line takes no room
     label.native.setWordWrap(True)
     label.native.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
     label.native.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
@@ -127,6 +128,7 @@ def tell(label, message: str, *, error: bool = False) -> None:
         return
     label.value = message
     label.native.setStyleSheet(ERROR_STYLE if error else "")
+    label.native.setVisible(bool(message))
 
 
 def is_error(label) -> bool:

@@ -66,8 +66,10 @@ class FinetuneWidget(Container):
 
         self._plot = TrainingPlot(get_theme(viewer.theme).text.as_hex())
         self._plot.setVisible(False)  # shown from the first fine-tuning on
-        self.native.layout().addWidget(self._plot)
         self.extend([form(self._path), self._save])
+        # under the status line, above "Save to" (magicgui's extend does not count it: insert it last)
+        layout = self.native.layout()
+        layout.insertWidget(layout.indexOf(self._status.native) + 1, self._plot)
         self.progress = progress
         if progress is None:  # on its own (not in the panel): its own progress row
             self.progress = ProgressRow()

@@ -42,7 +42,7 @@ class ModelWidget(Container):
         self._file = FileEdit(label="Model file", mode="r", filter="napari-unet model (*.safetensors)")
         self._load_file = PushButton(text="Load model file")
         self._device = ComboBox(label="Device", choices=_devices(), value=session.device)
-        self._info = note("")
+        self._info = note("No model loaded yet.")
         self._status = note("" if names else "no built-in model installed: load a model file")
         self.extend([form(self._builtin, self._file, self._load_file, self._device), self._info, self._status])
         self.progress = progress

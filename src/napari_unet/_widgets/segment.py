@@ -97,7 +97,7 @@ class SegmentWidget(Container):
                              tooltip="also add the probability of the other classes (e.g. background), one "
                                      "layer per class, hidden; else only the foreground class")
         self._run = PushButton(text="Segment")
-        self._model = note("")
+        self._model = note("Model:")
         self._hint = note("")
         self._use = PushButton(text="Use the suggested model", visible=False)
         self._status = note("")
