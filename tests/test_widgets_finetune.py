@@ -84,7 +84,11 @@ def _rows(painted, start, stop):
 
 
 def test_finetune_cancel_keeps_best_model_and_nothing_painted_is_reported(make_napari_viewer, qtbot, session,
-                                                                           tiny_model, blobs):
+                                                                           tiny_model, blobs, monkeypatch):
+    from napari.utils.notifications import notification_manager
+
+    toasts = []
+    notification_manager.notification_ready.connect(lambda n: toasts.append(n.message))
     image, painted = blobs
     viewer, w = open_finetune(make_napari_viewer, session, tiny_model, image)
     w._new.native.click()
@@ -95,7 +99,12 @@ def test_finetune_cancel_keeps_best_model_and_nothing_painted_is_reported(make_n
     viewer.layers["blobs annotations"].data = painted
     w._iterations.value = 10_000
     w._tile.value = 124
+    import napari_unet.train  # the engine's plain-words checks of the painting are shown (branch i8)
+
+    monkeypatch.setattr(napari_unet.train, "check_annotations", lambda labels: ["very little background painted"],
+                        raising=False)
     w._train.native.click()
+    assert "very little background painted" in w._warnings.value and not w._warnings.native.isHidden()
     qtbot.waitUntil(lambda: len(w._plot.it) >= 3, timeout=60_000)
     assert not is_error(w._status)  # the earlier problem is gone once a run starts
     assert "iteration" in w.progress.label.text() and w.progress.bar.maximum() == 10_000
@@ -104,6 +113,7 @@ def test_finetune_cancel_keeps_best_model_and_nothing_painted_is_reported(make_n
     assert w.result.cancelled and 3 <= len(w.result.history) < 10_000
     assert session.model is w.result.model and "cancelled" in w._status.value
     qtbot.waitUntil(lambda: not w.job.running, timeout=30_000)
+    assert not [t for t in toasts if "Nothing painted" in t]  # no pop-up left over from the first try
 
 
 def test_weight_preview_peaks_between_touching_cells_and_follows_painting(make_napari_viewer, qtbot):

@@ -36,12 +36,12 @@ class Job:
     ``keep_cancelled_result`` (training returns its best model so far when cancelled). When
     the ``owner`` widget is destroyed (its dock or the viewer closed), the job is cancelled
     and its callbacks are no longer called. ``view`` (a :class:`~._progress.ProgressRow`)
-    shows the job while it runs.
+    shows the job while it runs; ``on_warning(text)`` gets the warnings the work raises.
     """
 
     def __init__(self, fn: Callable, *, desc: str, count=lambda v: v, on_progress=None,
                  on_returned=None, on_error=None, on_cancelled=None, on_finished=None,
-                 keep_cancelled_result=False, owner=None, view=None):
+                 keep_cancelled_result=False, owner=None, view=None, on_warning=None):
         self._cancel = threading.Event()
         self._count = count
         self._keep = keep_cancelled_result
@@ -63,7 +63,8 @@ class Job:
             _connect={"returned": self._returned, "errored": self._errored, "finished": self._finished},
             _start_thread=False,
         )
-        self.worker.warned.connect(lambda w: show_warning(str(w[0])))
+        # warnings from the core: to the section (on_warning) or as a napari notification
+        self.worker.warned.connect(lambda w: (on_warning or show_warning)(str(w[0])))
         if owner is not None:
             owner.destroyed.connect(self._orphaned)
         if view is not None:

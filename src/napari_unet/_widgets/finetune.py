@@ -145,9 +145,8 @@ class FinetuneWidget(Container):
             tell(self._status, "Nothing painted yet: create an annotation layer and paint background (1) "
                                "and a few cells (2, 3, ...)", error=True)
             return
-        warnings = annotation_warnings(labels)
-        self._warnings.value = "<br>".join(f"⚠ {w}" for w in warnings)
-        self._warnings.visible = bool(warnings)
+        self._warnings.value = ""
+        self._warn(annotation_warnings(labels))
         n, lr, tile, device = self._iterations.value, self._lr.value, self._tile.value, session.device
         source = {}
         painted = sum(int((lb > 0).sum()) for lb in labels)
@@ -176,7 +175,15 @@ class FinetuneWidget(Container):
             on_progress=self._iteration, on_returned=trained,
             on_error=lambda exc: tell(self._status, f"Fine-tuning failed: {reason(exc)}", error=True),
             on_finished=self._finished, keep_cancelled_result=True, owner=self.native, view=self.progress,
+            on_warning=lambda text: self._warn([text]),
         )
+
+    def _warn(self, warnings: list[str]) -> None:
+        """Add ``warnings`` (once each) to the yellow lines above the status."""
+        shown = self._warnings.value
+        new = [f"⚠ {w}" for w in warnings if w not in shown]
+        self._warnings.value = "<br>".join(filter(None, [shown] + new))
+        self._warnings.visible = bool(self._warnings.value)
 
     def _iteration(self, p) -> None:
         self._plot.add(p)
@@ -197,10 +204,7 @@ class FinetuneWidget(Container):
         model.description = (f"{start} fine-tuned in napari on {n_images} image(s) ({cells} painted cells, "
                              f"{painted} painted pixels), {len(h)} iterations. Started from {start_name}: "
                              f"{model.description}").strip()
-        extra = [w for w in getattr(result, "warnings", []) or [] if w not in self._warnings.value]
-        if extra:
-            self._warnings.value = "<br>".join(filter(None, [self._warnings.value] + [f"⚠ {w}" for w in extra]))
-            self._warnings.visible = True
+        self._warn(getattr(result, "warnings", []) or [])
         session.set_model(model, start + " fine-tuned")
         how = f"cancelled after {len(h)} iterations, keeping" if result.cancelled else f"{len(h)} iterations,"
         k = max(1, len(h) // 10)  # loss averaged over the first and the last tenth
