@@ -136,9 +136,13 @@ def test_new_user_on_a_laptop_screen_clicks_through_without_matplotlib(make_napa
     panel.segment._run.native.click()  # 2. Segment
     qtbot.waitUntil(lambda: panel.segment.job is not None and not panel.segment.job.running, timeout=60_000)
     assert "blobs: " in panel.segment._status.value and "found with tiny" in panel.segment._status.value
+    qtbot.waitUntil(lambda: panel.export._layer.value is viewer.layers["blobs labels"], timeout=5_000)  # 5.
     ft = panel.finetune
     ft._new.native.click()  # 3. New annotation layer, paint, Fine-tune
     viewer.layers["blobs annotations"].data = painted
+    # the sections follow the layer list: the preview shows the annotations, not the result
+    qtbot.waitUntil(lambda: panel.weights._source.value is viewer.layers["blobs annotations"], timeout=5_000)
+    assert viewer.layers["blobs annotations"] in panel.finetune._valid.choices
     ft._iterations.value, ft._tile.value = 6, 124
     ft._train.native.click()
     qtbot.waitUntil(lambda: "iteration" in panel.progress.label.text(), timeout=60_000)  # 7. progress in the panel

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import napari.layers
 from magicgui.widgets import ComboBox, Container, FileEdit, PushButton
+from qtpy.QtCore import QTimer
 
 from ._layers import Overwrite, folder_for, form, info, note, reason, tell
 
@@ -34,6 +35,10 @@ class ExportWidget(Container):
         self._path.changed.connect(self._path_changed)
         self._save.changed.connect(self.save)
         self._pick_default()
+        self._repick = QTimer(self.native)
+        self._repick.setSingleShot(True)
+        self._repick.setInterval(0)
+        self._repick.timeout.connect(self._pick_default)
         viewer.layers.events.inserted.connect(self._layer_added)
         self.native.destroyed.connect(lambda *_: viewer.layers.events.inserted.disconnect(self._layer_added))
 
@@ -55,10 +60,8 @@ class ExportWidget(Container):
             self._layer.value = best
 
     def _layer_added(self, event) -> None:
-        from qtpy.QtCore import QTimer
-
         if info(event.value).get("role") == "labels" or self._layer.value is None:
-            QTimer.singleShot(0, self._pick_default)
+            self._repick.start()  # once the layer list has settled
 
     def _path_changed(self, *_) -> None:
         self._overwrite.pending = None

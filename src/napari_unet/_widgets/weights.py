@@ -108,8 +108,12 @@ class WeightsWidget(Container):
         for w in (self._w0, self._sigma, self._balance, self._show):
             w.changed.connect(self.refresh)
         self._source.changed.connect(self._follow)
-        self._chosen_by_user = False
-        self._source.changed.connect(self._user_choice)
+        self._repick = QTimer(self.native)
+        self._repick.setSingleShot(True)
+        self._repick.setInterval(0)
+        self._repick.timeout.connect(self._pick_default)
+        self._chosen_by_user = False  # a layer picked in the list (not by a program) is kept
+        self._source.native.activated.connect(self._user_choice)
         viewer.layers.events.inserted.connect(self._layer_added)
         self.native.destroyed.connect(lambda *_: viewer.layers.events.inserted.disconnect(self._layer_added))
         self._pick_default()
@@ -117,10 +121,7 @@ class WeightsWidget(Container):
 
     # ------------------------------------------------------------------ choosing the layer
     def _user_choice(self, *_):
-        if not self._picking:
-            self._chosen_by_user = True
-
-    _picking = False
+        self._chosen_by_user = True
 
     def _pick_default(self) -> None:
         """An annotation layer made by the plugin, else a labels layer that is not a
@@ -128,16 +129,11 @@ class WeightsWidget(Container):
         choices = [c for c in self._source.choices if c is not None]
         ranked = sorted(choices, key=lambda lyr: {"annotations": 0, "labels": 2}.get(info(lyr).get("role"), 1))
         if ranked and ranked[0] is not self._source.value:
-            self._picking = True
-            try:
-                self._source.value = ranked[0]
-            finally:
-                self._picking = False
+            self._source.value = ranked[0]
 
     def _layer_added(self, event) -> None:
-        if self._chosen_by_user:
-            return
-        QTimer.singleShot(0, self._pick_default)  # once magicgui has refreshed the choices
+        if not self._chosen_by_user or self._source.value is None:
+            self._repick.start()  # once magicgui has refreshed the choices
 
     def _follow(self, layer) -> None:
         if self._layer is not None:
