@@ -201,9 +201,13 @@ class FinetuneWidget(Container):
             model.name = f"{model.name}-finetuned"
         n_images, painted, cells = self._painted
         start = source.removesuffix(" fine-tuned")
+        marker = ". Started from "
+        if model.description.startswith(f"{start} fine-tuned in napari") and marker in model.description:
+            origin = model.description.split(marker, 1)[1]  # fine-tuned again: keep where it began
+        else:
+            origin = f"{start_name}: {model.description}".strip()
         model.description = (f"{start} fine-tuned in napari on {n_images} image(s) ({cells} painted cells, "
-                             f"{painted} painted pixels), {len(h)} iterations. Started from {start_name}: "
-                             f"{model.description}").strip()
+                             f"{painted} painted pixels), {len(h)} iterations{marker}{origin}")
         self._warn(getattr(result, "warnings", []) or [])
         session.set_model(model, start + " fine-tuned")
         how = f"cancelled after {len(h)} iterations, keeping" if result.cancelled else f"{len(h)} iterations,"
