@@ -7,7 +7,6 @@ import ast
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 pytest.importorskip("napari")

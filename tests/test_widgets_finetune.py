@@ -180,3 +180,25 @@ def test_weight_preview_picks_the_annotations_warns_and_explains(make_napari_vie
     ann.data = painted  # 4 cells, 21 px apart (beyond 2 sigma): still nothing from the border term
     qtbot.waitUntil(lambda: w.updates >= 3, timeout=10_000)
     assert "no two painted cells are closer than about 10 px" in w._status.value
+
+
+def test_fine_tuning_again_keeps_one_origin_in_the_description(make_napari_viewer, session, tiny_model):
+    from types import SimpleNamespace
+
+    from napari_unet.train import Progress
+
+    viewer = make_napari_viewer()
+    session.set_model(tiny_model, "tiny")
+    w = FinetuneWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    result = SimpleNamespace(model=tiny_model, history=[Progress(1, 1, 0.5, 1e-3)] * 3, cancelled=False,
+                             best_iteration=3, warnings=[])
+    w._painted = (1, 100, 3)
+    w._trained(result, "tiny")
+    assert session.model.description == ("tiny fine-tuned in napari on 1 image(s) (3 painted cells, 100 painted "
+                                         "pixels), 3 iterations. Started from tiny: small test model")
+    w._painted = (2, 300, 5)
+    w._trained(result, session.source)  # fine-tuned again, from the fine-tuned model
+    assert session.model.description == ("tiny fine-tuned in napari on 2 image(s) (5 painted cells, 300 painted "
+                                         "pixels), 3 iterations. Started from tiny: small test model")
+    assert session.model.name == "tiny-finetuned" and session.source == "tiny fine-tuned"

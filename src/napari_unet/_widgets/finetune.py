@@ -207,7 +207,7 @@ class FinetuneWidget(Container):
         else:
             origin = f"{start_name}: {model.description}".strip()
         model.description = (f"{start} fine-tuned in napari on {n_images} image(s) ({cells} painted cells, "
-                             f"{painted} painted pixels), {len(h)} iterations{marker}{origin}")
+                             f"{painted} painted pixels), {len(h)} iteration{'s' * (len(h) != 1)}{marker}{origin}")
         self._warn(getattr(result, "warnings", []) or [])
         session.set_model(model, start + " fine-tuned")
         how = f"cancelled after {len(h)} iterations, keeping" if result.cancelled else f"{len(h)} iterations,"
