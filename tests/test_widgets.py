@@ -397,3 +397,34 @@ def test_a_sample_suggests_its_model_and_one_click_loads_it(make_napari_viewer, 
     w._use.native.click()
     qtbot.waitUntil(lambda: session.source == "em-membranes", timeout=30_000)
     assert w._use.native.isHidden() and "em-membranes" in w._model.value
+
+
+def test_three_class_model_shows_its_foreground_and_tta_averages(make_napari_viewer, qtbot, session, nuclei_image):
+    import torch
+
+    from napari_unet.model import UNetConfig
+    from napari_unet.modelfile import SegmentationModel
+    from napari_unet.predict import predict_probabilities
+
+    torch.manual_seed(0)
+    model = SegmentationModel.new(UNetConfig(base_channels=4, depth=3, dropout=0.0, n_classes=3),
+                                  class_names=["background", "nucleus", "nucleus boundary"])
+    img = nuclei_image[:96, :128]
+    viewer = make_napari_viewer()
+    viewer.add_image(img, name="nuclei")
+    session.set_model(model, "three")
+    w = SegmentWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    w._all.value = True
+    w._tta.value = True
+    w._run.native.click()
+    wait_job(qtbot, w)
+    names = [lyr.name for lyr in viewer.layers]
+    assert names == ["nuclei", "nuclei nucleus probability", "nuclei background class probability",
+                     "nuclei nucleus class probability", "nuclei nucleus boundary class probability", "nuclei labels"]
+    probs = predict_probabilities(img, model, tta=True, device=session.device)
+    fg = viewer.layers["nuclei nucleus probability"]
+    assert fg.visible and not viewer.layers["nuclei nucleus class probability"].visible
+    np.testing.assert_allclose(fg.data, probs[1] + probs[2], atol=1e-4)  # interior + boundary, 8 views averaged
+    plain = predict_probabilities(img, model, device=session.device)
+    assert not np.allclose(fg.data, plain[1] + plain[2], atol=1e-4)

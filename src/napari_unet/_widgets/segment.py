@@ -33,12 +33,13 @@ def count_objects(labels: np.ndarray) -> str:
     return f"{total} object{'s' * (total != 1)} in {len(per)} planes ({spread})"
 
 
-def segment_layer(viewer, layer, *, all_classes: bool = False, status=None, on_finished=None, owner=None,
-                  view=None) -> Job:
+def segment_layer(viewer, layer, *, all_classes: bool = False, tta: bool = False, status=None, on_finished=None,
+                  owner=None, view=None) -> Job:
     """Segment image ``layer`` with the current model (the default built-in one if none was
     chosen) into the layers "<image> <class> probability" (the foreground class, or every
     class with ``all_classes``) and "<image> labels" (updated, not duplicated, on a second
-    run). Returns the running :class:`Job`."""
+    run). A three-class model's foreground layer is interior + boundary. ``tta`` averages the
+    8 rotations/flips. Returns the running :class:`Job`."""
     data, channel_axis = image_data(layer)
     device, name = session.device, layer.name
     n_planes = math.prod(plane_shape(layer)[:-2])
@@ -47,7 +48,7 @@ def segment_layer(viewer, layer, *, all_classes: bool = False, status=None, on_f
         from napari_unet.predict import segment
 
         model, source = session.get_model()
-        seg = segment(np.asarray(data), model, channel_axis=channel_axis, device=device,
+        seg = segment(np.asarray(data), model, channel_axis=channel_axis, device=device, tta=tta,
                       progress=lambda done, total: report((done, total)), cancel=cancelled)
         return model, source, seg
 
@@ -61,16 +62,24 @@ def segment_layer(viewer, layer, *, all_classes: bool = False, status=None, on_f
         model, source, seg = result
         if session.model is None:
             session.set_model(model, source)
+        from napari_unet.predict import foreground_probability
+
         fg = model.foreground_class
-        wanted = range(len(model.class_names)) if all_classes else [fg]
+        names = model.class_names
+        if len(names) == 3:  # background / interior / boundary: the foreground is two classes
+            parts = [(names[fg], foreground_probability(seg.probabilities, model), True)]
+            if all_classes:
+                parts += [(f"{names[k]} class", seg.probabilities[k], False) for k in range(3)]
+        else:
+            parts = [(names[k], seg.probabilities[k], k == fg) for k in range(len(names)) if all_classes or k == fg]
+        wanted = [part for part, _, _ in parts]
         for lyr in find_all(viewer, "probabilities", source=layer):
-            if lyr.metadata["napari_unet"].get("part") not in [model.class_names[k] for k in wanted]:
+            if lyr.metadata["napari_unet"].get("part") not in wanted:
                 viewer.layers.remove(lyr)  # from an earlier run: other classes or another model
-        for k in wanted:
-            cls = model.class_names[k]
-            put(viewer, "image", seg.probabilities[k], role="probabilities", source=layer, part=cls,
-                name=f"{name} {cls} probability", colormap="magma", contrast_limits=(0.0, 1.0),
-                blending="additive", opacity=0.6, visible=k == fg)
+        for part, data_k, visible in parts:
+            put(viewer, "image", data_k, role="probabilities", source=layer, part=part,
+                name=f"{name} {part} probability", colormap="magma", contrast_limits=(0.0, 1.0),
+                blending="additive", opacity=0.6, visible=visible)
         put(viewer, "labels", seg.labels, role="labels", source=layer, name=f"{name} labels")
         message = f"{name}: {count_objects(seg.labels)} found with {model.name}"
         tell(status, message)
@@ -96,12 +105,16 @@ class SegmentWidget(Container):
         self._all = CheckBox(text="Every class as its own layer", value=False,
                              tooltip="also add the probability of the other classes (e.g. background), one "
                                      "layer per class, hidden; else only the foreground class")
+        self._tta = CheckBox(text="Average 8 rotations/flips (8x slower)", value=False,
+                             tooltip="test-time augmentation: a little more accurate on some images, "
+                                     "eight times the time (docs/models.md)")
         self._run = PushButton(text="Segment")
         self._model = note("Model:")
         self._hint = note("")
         self._use = PushButton(text="Use the suggested model", visible=False)
         self._status = note("")
-        self.extend([form(self._image), self._model, self._hint, self._use, self._all, self._run, self._status])
+        self.extend([form(self._image), self._model, self._hint, self._use, self._all, self._tta, self._run,
+                     self._status])
         self.progress = progress
         if progress is None:  # on its own (not in the panel): its own progress row
             self.progress = ProgressRow()
@@ -154,7 +167,8 @@ class SegmentWidget(Container):
             return
         tell(self._status, f"Segmenting {layer.name} ...")
         self._run.enabled = False
-        self.job = segment_layer(self._viewer, layer, all_classes=self._all.value, status=self._status,
+        self.job = segment_layer(self._viewer, layer, all_classes=self._all.value, tta=self._tta.value,
+                                 status=self._status,
                                  on_finished=self._finished, owner=self.native, view=self.progress)
 
     def cancel(self) -> None:
