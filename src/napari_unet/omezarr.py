@@ -326,8 +326,7 @@ def create_labels_zarr(path, shape, *, chunk: int = 1024, dtype="uint32", scale=
         raise ZarrInputError(f"{path} exists with another layout; remove it and run again")
     g = zarr.open_group(str(path), mode="w", zarr_format=2)
     for k, s in enumerate(levels):
-        g.create_array(str(k), shape=s, chunks=(min(chunk, s[0]), min(chunk, s[1])), dtype=dtype, fill_value=0,
-                       dimension_separator="/")
+        g.create_array(str(k), shape=s, chunks=(min(chunk, s[0]), min(chunk, s[1])), dtype=dtype, fill_value=0)
     attrs = _multiscales_attrs(name, _YX, len(levels), scale)
     attrs["image-label"] = {"version": NGFF_VERSION, **({"source": {"image": source_image}} if source_image else {})}
     g.attrs.update(attrs)
@@ -347,8 +346,7 @@ def create_probabilities_zarr(path, n_classes: int, shape, chunks, *, class_name
             return g
         raise ZarrInputError(f"{path} exists with another layout; remove it and run again")
     g = zarr.open_group(str(path), mode="w", zarr_format=2)
-    g.create_array("0", shape=full, chunks=(1,) + tuple(int(c) for c in chunks), dtype="float32", fill_value=0,
-                   dimension_separator="/")
+    g.create_array("0", shape=full, chunks=(1,) + tuple(int(c) for c in chunks), dtype="float32", fill_value=0)
     axes = [{"name": "c", "type": "channel"}] + _YX
     attrs = _multiscales_attrs(name, axes, 1, scale, extra_dims=1)
     attrs["omero"] = {"channels": [{"label": str(c), "active": True} for c in (class_names or range(n_classes))]}
