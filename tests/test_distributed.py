@@ -200,3 +200,31 @@ def test_existing_output_is_never_replaced(tmp_path, tiny_model_file, capsys):
     rc = cli.main(["segment", str(tmp_path / "img.zarr"), "--model", str(tiny_model_file), "--output",
                    str(tmp_path / "out")])
     assert rc == 2 and "already exists" in capsys.readouterr().err
+
+
+def test_napari_multiscale_layer_out_of_core_with_progress_and_cancel(tmp_path, case):
+    import threading
+
+    da = pytest.importorskip("dask.array")
+    from napari_unet.distributed import is_out_of_core, segment_layer_data
+
+    image, model, _, labels = case
+    levels = [da.from_array(image, chunks=128), da.from_array(image[::2, ::2], chunks=128)]
+    assert is_out_of_core(levels) and not is_out_of_core(image)
+    stop = threading.Event()
+    seen = []
+
+    def progress(phase, done, total):
+        seen.append(phase)
+        if phase == "labels" and done == 2:
+            stop.set()
+
+    with pytest.raises(Cancelled):
+        segment_layer_data(levels, model, tmp_path, name="layer", block=128, progress=progress, cancel=stop, **RUN)
+    stop.clear()
+    res, lazy = segment_layer_data(levels, model, tmp_path, name="layer", block=128, **RUN)
+    assert res.resumed_blocks > 0 and len(lazy) == 2 and lazy[0].shape == image.shape
+    assert type(lazy[0]).__name__ == "Array" and lazy[0].chunksize == (128, 128)
+    assert_one_to_one(labels, lazy[0].compute())
+    with pytest.raises(ZarrInputError, match="one 2D image"):
+        segment_layer_data(da.zeros((3, 64, 64), chunks=32), model, tmp_path, name="stack", **RUN)

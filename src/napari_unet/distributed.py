@@ -41,7 +41,8 @@ from .omezarr import ImageSource, ZarrInputError, array_source, create_labels_za
     open_source, pyramid_shapes
 from .tiling import Cancelled
 
-__all__ = ["ClusterError", "LargeSegmentation", "connect", "segment_to_zarr", "output_paths"]
+__all__ = ["ClusterError", "LargeSegmentation", "connect", "segment_to_zarr", "output_paths", "is_out_of_core",
+           "segment_layer_data"]
 
 LABEL_CHUNK = 1024
 
@@ -478,3 +479,42 @@ def _statistics(source: ImageSource, model, runner: _Runner, ticker) -> np.ndarr
     parts = runner.map(_task_sample, calls, ticker("statistics", len(calls)))
     sample = np.concatenate(parts, axis=1)
     return model.normalization.stats(sample)
+
+
+# --------------------------------------------------------------------------- napari layers
+
+
+#: a lazy (dask/zarr) layer with more pixels per plane than this is segmented out of core
+OUT_OF_CORE_PIXELS = 64 * 2**20
+
+
+def is_out_of_core(data, multiscale: bool = False) -> bool:
+    """Whether a napari layer's ``data`` should be segmented block-wise to zarr: a multiscale
+    layer, or a lazy (dask, zarr) array with more than :data:`OUT_OF_CORE_PIXELS` pixels per plane."""
+    if multiscale or isinstance(data, (list, tuple)):
+        return True
+    if isinstance(data, np.ndarray):
+        return False
+    return int(data.shape[-1]) * int(data.shape[-2]) > OUT_OF_CORE_PIXELS
+
+
+def segment_layer_data(data, model, output, *, name: str = "image", multiscale: bool = False, rgb: bool = False,
+                       progress=None, cancel=None, **kwargs):
+    """Segment a napari layer's data out of core, in this process: the full resolution of a
+    multiscale layer (its first level), block by block, into ``output/<name>_labels.zarr``.
+
+    Returns ``(result, levels)``: the :class:`LargeSegmentation` and the labels pyramid as lazy
+    dask arrays for ``viewer.add_labels(levels, multiscale=True)``. ``progress(phase, done,
+    total)`` and ``cancel`` as for :func:`segment_to_zarr` (a cancelled run resumes when called
+    again with the same arguments).
+    """
+    from .omezarr import open_labels_pyramid
+
+    full = data[0] if (multiscale or isinstance(data, (list, tuple))) else data
+    channel_axis = (len(full.shape) - 1) if rgb else None
+    if len(full.shape) - (1 if rgb else 0) != 2:
+        raise ZarrInputError(f"the layer has shape {tuple(full.shape)}: out-of-core segmentation takes one 2D "
+                             f"image (grey or RGB); choose a single plane")
+    res = segment_to_zarr(full, model, output, name=name, channel_axis=channel_axis, progress=progress,
+                          cancel=cancel, **kwargs)
+    return res, open_labels_pyramid(res.labels)
