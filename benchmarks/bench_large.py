@@ -9,7 +9,7 @@ flipped per copy), uint8, chunks of 1024, written once per size into --scratch. 
 runs in a fresh process (so that its peak RSS is its own): the local cluster is started first
 (its start-up is not counted), then ``segment_to_zarr`` runs with the built-in ``fluo-nuclei``
 model. Peak memory is each process's high-water mark (``ru_maxrss``); for a worker it
-includes torch and the model (about 0.4 GiB before any block). Prints a markdown table.
+includes torch and the model (about 0.25 GiB before any block). Prints a markdown table.
 """
 
 from __future__ import annotations

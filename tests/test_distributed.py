@@ -228,3 +228,16 @@ def test_napari_multiscale_layer_out_of_core_with_progress_and_cancel(tmp_path, 
     assert_one_to_one(labels, lazy[0].compute())
     with pytest.raises(ZarrInputError, match="one 2D image"):
         segment_layer_data(da.zeros((3, 64, 64), chunks=32), model, tmp_path, name="stack", **RUN)
+
+
+def test_ome_zarr_05_with_channels_and_pixel_size(tmp_path):
+    image = np.arange(2 * 30 * 40, dtype=np.uint16).reshape(2, 30, 40)
+    g = zarr.open_group(str(tmp_path / "img.zarr"), mode="w", zarr_format=3)
+    g.create_array("s0", shape=image.shape, chunks=(1, 16, 16), dtype=image.dtype)[:] = image
+    g.attrs["ome"] = {"version": "0.5", "multiscales": [{
+        "axes": [{"name": "c", "type": "channel"}, {"name": "y"}, {"name": "x"}],
+        "datasets": [{"path": "s0", "coordinateTransformations": [{"type": "scale", "scale": [1, 0.5, 0.25]}]}]}]}
+    src = open_source(tmp_path / "img.zarr", in_channels=2)
+    assert src.plane_shape == (30, 40) and src.channels == 2 and src.scale == (0.5, 0.25) and src.name == "img"
+    np.testing.assert_array_equal(src.read(3, 9, 5, 20), image[:, 3:9, 5:20])
+    np.testing.assert_array_equal(src.read(0, 30, 0, 40, 4, 4), image[:, ::4, ::4])
