@@ -87,3 +87,25 @@ def test_merge_joins_a_label_only_to_its_best_match_for_watershed():
     assert n == 2 and luts[(0, 0)][1] == luts[(1, 0)][1] != luts[(0, 0)][2] == luts[(1, 0)][2]
     _, n_all = merge_blocks(plan, summaries, best_match=False)
     assert n_all == 1
+
+
+def test_real_nuclei_with_the_built_in_model_one_to_one():
+    # seeded watershed, hole filling, smoothing and min_size: the built-in model's own settings
+    from napari_unet.builtin import builtin_model_path
+    from napari_unet.modelfile import load_model
+    from napari_unet.predict import predict_probabilities
+
+    if builtin_model_path("fluo-nuclei") is None:
+        pytest.skip("built-in model fluo-nuclei is not installed")
+    try:
+        from napari_unet.samples import sample_image
+
+        image = sample_image("nuclei")
+    except (ImportError, KeyError, OSError):
+        pytest.skip("no packaged nuclei sample")
+    model = load_model("fluo-nuclei")
+    probs = predict_probabilities(image, model, device="cpu")
+    ref = labels_from_model_output(probs, model)
+    got = label_blockwise(probs, model, block=128)
+    assert crossing(ref, 128) >= 40
+    assert_one_to_one(ref, got)
