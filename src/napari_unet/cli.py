@@ -105,6 +105,14 @@ def cmd_segment_large(args) -> int:
             resolve_device(args.device)
         except DeviceError as e:
             raise CliError(str(e)) from None
+    from .omezarr import open_source
+
+    sources = []
+    for p in args.inputs:  # every input checked before a cluster is started
+        try:
+            sources.append(open_source(p, model.in_channels))
+        except ZarrInputError as e:
+            raise CliError(str(e)) from None
     client = None
     threads = None
     if args.workers is not None or args.scheduler:
@@ -130,16 +138,16 @@ def cmd_segment_large(args) -> int:
         bars[phase].refresh()
 
     try:
-        for p in args.inputs:
+        for p, source in zip(args.inputs, sources):
             state["name"] = Path(p).name
             try:
                 res = segment_to_zarr(
-                    p, model, out_dir, client=client, probabilities=args.probabilities, block=args.block,
+                    source, model, out_dir, client=client, probabilities=args.probabilities, block=args.block,
                     device=args.device, tile=args.tile, precision=args.precision, threads=threads, progress=progress,
                     threshold=args.threshold, seed_threshold=args.seed_threshold, min_size=args.min_size,
                 )
             except (ZarrInputError, InputError) as e:
-                raise CliError(f"{Path(p).name}: {e}") from None
+                raise CliError(str(e) if Path(p).name in str(e) else f"{Path(p).name}: {e}") from None
             except KeyboardInterrupt:
                 print(f"interrupted: run the same command again to resume ({Path(p).name}: finished blocks are kept "
                       f"in {out_dir})", file=sys.stderr)

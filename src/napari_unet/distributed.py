@@ -87,7 +87,7 @@ def connect(workers: int | None = None, scheduler: str | None = None, *, timeout
     n = int(workers or 1)
     if n < 1:
         raise ClusterError("--workers must be at least 1")
-    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
+    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
                            memory_limit=memory_limit, silence_logs=logging.ERROR)
     return Client(cluster)
 

@@ -155,7 +155,8 @@ def open_source(path, in_channels: int = 1) -> ImageSource:
         return _open_zarr(p, name, in_channels)
     if p.suffix.lower() in TIF_SUFFIXES:
         return _open_tif(p, name, in_channels)
-    raise ZarrInputError(f"{p.name}: not a .zarr folder or a tif file")
+    raise ZarrInputError(f"{p.name}: block-wise segmentation reads .zarr folders and tif files; segment other "
+                         f"formats without --workers/--scheduler")
 
 
 def _open_zarr(p: Path, name: str, in_channels: int) -> ImageSource:
