@@ -241,3 +241,19 @@ def test_ome_zarr_05_with_channels_and_pixel_size(tmp_path):
     assert src.plane_shape == (30, 40) and src.channels == 2 and src.scale == (0.5, 0.25) and src.name == "img"
     np.testing.assert_array_equal(src.read(3, 9, 5, 20), image[:, 3:9, 5:20])
     np.testing.assert_array_equal(src.read(0, 30, 0, 40, 4, 4), image[:, ::4, ::4])
+
+
+def test_overwrite_replaces_an_existing_result_only_when_asked(tmp_path, case):
+    image, model, _, labels = case
+    src = write_zarr(tmp_path / "img.zarr", image)
+    old = tmp_path / "out" / "img_labels.zarr"
+    old.mkdir(parents=True)
+    (old / "mine.txt").write_text("keep me")
+    with pytest.raises(ZarrInputError, match="already exists"):
+        segment_to_zarr(src, model, tmp_path / "out", block=256, **RUN)
+    assert (old / "mine.txt").exists()
+    res = segment_to_zarr(src, model, tmp_path / "out", block=256, overwrite=True, **RUN)
+    assert not (old / "mine.txt").exists()
+    assert_one_to_one(labels, zarr.open_group(str(res.labels), mode="r")["0"][:])
+    with pytest.raises(ZarrInputError, match="would replace the input"):
+        segment_to_zarr(res.labels, model, tmp_path / "out", name="img", overwrite=True, **RUN)

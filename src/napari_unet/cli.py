@@ -145,6 +145,7 @@ def cmd_segment_large(args) -> int:
                     source, model, out_dir, client=client, probabilities=args.probabilities, block=args.block,
                     device=args.device, tile=args.tile, precision=args.precision, threads=threads, progress=progress,
                     threshold=args.threshold, seed_threshold=args.seed_threshold, min_size=args.min_size,
+                    overwrite=bool(getattr(args, "overwrite", False)),
                 )
             except (ZarrInputError, InputError) as e:
                 raise CliError(str(e) if Path(p).name in str(e) else f"{Path(p).name}: {e}") from None

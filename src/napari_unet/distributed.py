@@ -293,6 +293,7 @@ def segment_to_zarr(
     memory_budget: int | None = None,
     threads: int | None = None,
     channel_axis: int | None = None,
+    overwrite: bool = False,
     progress: Callable[[str, int, int], None] | None = None,
     cancel=None,
     **overrides,
@@ -320,6 +321,9 @@ def segment_to_zarr(
         As for :func:`~napari_unet.predict.predict_probabilities`, resolved on a worker.
     threads : int, optional
         torch threads per task (default: torch's own).
+    overwrite : bool
+        Replace existing results of the same name (when the new ones are complete); without
+        it an existing ``<name>_labels.zarr`` is refused before any work.
     progress : callable, optional
         ``progress(phase, done, total)`` after every block; phases ``statistics``,
         ``probabilities``, ``labels``, ``write``, ``pyramid``.
@@ -346,8 +350,11 @@ def segment_to_zarr(
     out_dir = Path(output)
     labels_final, probs_final = output_paths(out_dir, name, probabilities)
     for p in (labels_final, probs_final):
-        if p is not None and p.exists():
-            raise ZarrInputError(f"{p} already exists: delete it or choose another output folder")
+        if p is not None and p.exists() and not overwrite:
+            raise ZarrInputError(f"{p} already exists: delete it, choose another output folder or allow "
+                                 f"overwriting (--overwrite)")
+        if p is not None and source.path and p.resolve() == Path(source.path).resolve():
+            raise ZarrInputError(f"the output {p} would replace the input; choose another output folder")
     out_dir.mkdir(parents=True, exist_ok=True)
     work = out_dir / f".{name}.napari-unet-work"
     params = postprocessing_params(model, **overrides)
@@ -459,10 +466,14 @@ def segment_to_zarr(
         runner.map(_task_downsample, level_calls, tick)
     del group
 
-    # ---- move the results into place, remove the work folder
-    if probabilities:
-        os.replace(probs_path, probs_final)
-    os.replace(labels_work, labels_final)
+    # ---- move the results into place (an existing result only with overwrite), remove the work folder
+    moves = [(labels_work, labels_final)] + ([(probs_path, probs_final)] if probabilities else [])
+    for new, final in moves:
+        if final.exists():
+            old = work / f"replaced-{final.name}"
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(final, old)  # deleted with the work folder
+        os.replace(new, final)
     shutil.rmtree(work, ignore_errors=True)
     return LargeSegmentation(labels_final, probs_final, n_objects, (H, W), time.perf_counter() - t0, resumed)
 
