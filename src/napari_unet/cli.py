@@ -90,6 +90,8 @@ def cmd_segment_large(args) -> int:
         raise CliError("--workers must be at least 1")
     if args.block < 64:
         raise CliError("--block must be at least 64 pixels")
+    if getattr(args, "tta", False):
+        raise CliError("--tta is not available for block-wise segmentation (.zarr inputs, --workers, --scheduler) yet")
     if args.channel_axis is not None:
         raise CliError("--channel-axis is not used for .zarr inputs or with --workers/--scheduler: the axes come "
                        "from the OME-Zarr metadata (or the tif's layout)")
