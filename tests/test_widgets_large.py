@@ -46,3 +46,12 @@ def test_multiscale_layer_is_segmented_out_of_core(make_napari_viewer, qtbot, se
     assert labels.multiscale and len(labels.data) == 2 and labels.data[0].shape == image.shape
     assert type(labels.data[0]).__name__ == "Array"  # lazy, backed by the zarr on disk
     assert str(tmp_path / "big_scan_labels.zarr") in w._status.value
+
+
+def test_without_the_dask_extra_the_panel_says_what_to_install(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "zarr" else real(name, *a))
+    with pytest.raises(RuntimeError, match=r"needs zarr: pip install 'napari-unet\[dask\]'"):
+        large._out_of_core()

@@ -30,7 +30,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-__all__ = ["BlockPlan", "postprocessing_params", "uses_watershed", "default_halo", "label_window",
+__all__ = ["OUT_OF_CORE_PIXELS", "is_out_of_core", "BlockPlan", "postprocessing_params", "uses_watershed", "default_halo", "label_window",
            "block_summary", "merge_blocks", "label_blockwise"]
 
 SIDES = ("top", "bottom", "left", "right")
@@ -282,3 +282,17 @@ def label_blockwise(
         y0, y1, x0, x1 = plan.core(i, j)
         out[y0:y1, x0:x1] = luts[(i, j)][np.asarray(out[y0:y1, x0:x1])].astype(np.uint32)
     return out
+
+
+#: a lazy (dask/zarr) layer with more pixels per plane than this is segmented out of core
+OUT_OF_CORE_PIXELS = 64 * 2**20
+
+
+def is_out_of_core(data, multiscale: bool = False) -> bool:
+    """Whether a napari layer's ``data`` should be segmented block-wise to zarr: a multiscale
+    layer, or a lazy (dask, zarr) array with more than :data:`OUT_OF_CORE_PIXELS` pixels per plane."""
+    if multiscale or isinstance(data, (list, tuple)):
+        return True
+    if isinstance(data, np.ndarray):
+        return False
+    return int(data.shape[-1]) * int(data.shape[-2]) > OUT_OF_CORE_PIXELS

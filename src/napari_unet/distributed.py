@@ -35,8 +35,8 @@ from typing import Callable
 
 import numpy as np
 
-from .blockwise import (BlockPlan, block_summary, default_halo, label_window, merge_blocks, postprocessing_params,
-                        uses_watershed)
+from .blockwise import (OUT_OF_CORE_PIXELS, BlockPlan, block_summary, default_halo, is_out_of_core,  # noqa: F401
+                        label_window, merge_blocks, postprocessing_params, uses_watershed)
 from .omezarr import ImageSource, ZarrInputError, array_source, create_labels_zarr, create_probabilities_zarr, \
     open_source, pyramid_shapes
 from .tiling import Cancelled
@@ -493,20 +493,6 @@ def _statistics(source: ImageSource, model, runner: _Runner, ticker) -> np.ndarr
 
 
 # --------------------------------------------------------------------------- napari layers
-
-
-#: a lazy (dask/zarr) layer with more pixels per plane than this is segmented out of core
-OUT_OF_CORE_PIXELS = 64 * 2**20
-
-
-def is_out_of_core(data, multiscale: bool = False) -> bool:
-    """Whether a napari layer's ``data`` should be segmented block-wise to zarr: a multiscale
-    layer, or a lazy (dask, zarr) array with more than :data:`OUT_OF_CORE_PIXELS` pixels per plane."""
-    if multiscale or isinstance(data, (list, tuple)):
-        return True
-    if isinstance(data, np.ndarray):
-        return False
-    return int(data.shape[-1]) * int(data.shape[-2]) > OUT_OF_CORE_PIXELS
 
 
 def segment_layer_data(data, model, output, *, name: str = "image", multiscale: bool = False, rgb: bool = False,

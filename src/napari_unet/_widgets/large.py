@@ -3,8 +3,12 @@ resolution block by block into an OME-Zarr on disk, shown as a lazy multiscale l
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import re
 from pathlib import Path
+
+from napari_unet.blockwise import is_out_of_core  # noqa: F401  (numpy and scipy only)
 
 from ._jobs import Job
 from ._layers import reason, tell
@@ -27,6 +31,17 @@ def output_for(layer) -> tuple[Path, str]:
     return folder, name
 
 
+def _out_of_core():
+    """:mod:`napari_unet.distributed`, which needs the optional ``dask`` extra (dask, zarr) that
+    napari's plugin installer does not add: imported only when a large layer is segmented, so
+    that a plain install opens the panel and says what to install."""
+    missing = [m for m in ("dask", "zarr") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise RuntimeError(f"segmenting a layer this large block by block needs {' and '.join(missing)}: "
+                           f"pip install 'napari-unet[dask]'")
+    return importlib.import_module("napari_unet.distributed")
+
+
 def segment_layer_out_of_core(viewer, layer, *, status=None, on_finished=None, owner=None, view=None) -> Job:
     """Segment ``layer``'s full resolution with the current model, block by block, into
     ``<folder>/<name>_labels.zarr`` (see :func:`output_for`), then add it as a lazy multiscale
@@ -36,10 +51,9 @@ def segment_layer_out_of_core(viewer, layer, *, status=None, on_finished=None, o
     folder, name = output_for(layer)
 
     def work(report, cancelled):
-        from napari_unet.distributed import segment_layer_data
-
+        distributed = _out_of_core()
         model, source = session.get_model()
-        res, levels = segment_layer_data(data, model, folder, name=name, multiscale=multiscale, rgb=rgb,
+        res, levels = distributed.segment_layer_data(data, model, folder, name=name, multiscale=multiscale, rgb=rgb,
                                          device=device, progress=lambda *v: report(v), cancel=cancelled)
         return model, source, res, levels
 

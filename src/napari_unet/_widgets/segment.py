@@ -41,11 +41,9 @@ def segment_layer(viewer, layer, *, all_classes: bool = False, tta: bool = False
     run). A three-class model's foreground layer is interior + boundary. ``tta`` averages the
     8 rotations/flips. A multiscale or large lazy (dask/zarr) layer is segmented block by block
     to disk instead (see ``large.py``). Returns the running :class:`Job`."""
-    from napari_unet.distributed import is_out_of_core
+    from .large import is_out_of_core, segment_layer_out_of_core
 
     if is_out_of_core(layer.data, layer.multiscale):
-        from .large import segment_layer_out_of_core
-
         return segment_layer_out_of_core(viewer, layer, status=status, on_finished=on_finished, owner=owner,
                                          view=view)
     data, channel_axis = image_data(layer)
