@@ -167,7 +167,7 @@ def cmd_train(name, iterations=None, threads=None, precision="bfloat16", base_ch
                   f"{time.time() - t0:.0f}s", flush=True)
 
     res = train(model, [p[0] for p in tr], [p[1] for p in tr], cfg, validation=va, callback=cb, checkpoint=out,
-                cancel=cancel)
+                cancel=cancel, overwrite=True)
     cmd = f"python scripts/builtin_models.py train {name} --iterations {cfg.iterations}"
     cmd += f" --start {start} --lr {lr}" if start else f" --base-channels {base_channels} --classes {classes}"
     if device != "auto":
@@ -176,7 +176,7 @@ def cmd_train(name, iterations=None, threads=None, precision="bfloat16", base_ch
                                  "iterations_done": len(res.history), "command": cmd,
                                  "device": torch.cuda.get_device_name() if torch.cuda.is_available() and device != "cpu"
                                  else "cpu", "threads": torch.get_num_threads()})
-    save_model(res.model, out)
+    save_model(res.model, out, overwrite=True)
     print(f"{name}{tag}: {res.seconds:.0f} s, {len(res.history)} iterations, best iteration {res.best_iteration}, "
           f"score {res.best_score}", flush=True)
     return out
@@ -254,7 +254,7 @@ def cmd_tune(name, tag="", device="auto"):
             best = (val, post, s)
     print("best post-processing on validation:", best[1], best[2], flush=True)
     model.postprocessing = best[1]
-    save_model(model, RUNS / f"{name}{tag}.safetensors")
+    save_model(model, RUNS / f"{name}{tag}.safetensors", overwrite=True)
 
 
 def cmd_score(name, precision="float32", tag="", device="auto", tta=False):
@@ -270,14 +270,14 @@ def cmd_score(name, precision="float32", tag="", device="auto", tta=False):
     print(json.dumps({"model": name + tag, "precision": precision, "scores": res}, indent=1), flush=True)
     model.provenance["scores"] = {k: {m: round(v, 4) for m, v in d.items()} for k, d in res.items()}
     if precision == "float32":
-        save_model(model, RUNS / f"{name}{tag}.safetensors")
+        save_model(model, RUNS / f"{name}{tag}.safetensors", overwrite=True)
     return res
 
 
 def cmd_install(name, tag=""):
     model = load_model(RUNS / f"{name}{tag}.safetensors")
     dst = ROOT / "src" / "napari_unet" / "models" / f"{name}.safetensors"
-    save_model(model, dst, dtype=torch.float16)
+    save_model(model, dst, dtype=torch.float16, overwrite=True)
     print("wrote", dst, dst.stat().st_size // 1024, "KiB")
 
 

@@ -98,7 +98,7 @@ def test_weights_not_matching_declared_architecture(tmp_path):
         h["__metadata__"]["model"] = json.dumps(meta)
 
     _rewrite_header(p, widen)
-    with pytest.raises(ModelFileError, match="do not match the architecture"):
+    with pytest.raises(ModelFileError, match="but the declared architecture needs"):
         load_model(p)
 
 
@@ -121,6 +121,19 @@ def test_save_is_atomic(tmp_path, monkeypatch):
 
     monkeypatch.setattr(os, "replace", crash)
     with pytest.raises(OSError, match="disk full"):
+        save_model(tiny_model(seed=2), p, overwrite=True)
+    assert p.read_bytes() == before
+    assert [f.name for f in tmp_path.iterdir()] == ["m.safetensors"]
+
+
+def test_save_never_replaces_a_file_unasked(tmp_path):
+    from napari_unet.io import OutputExistsError
+
+    p = save_model(tiny_model(seed=1), tmp_path / "m.safetensors")
+    before = p.read_bytes()
+    with pytest.raises(OutputExistsError, match="m.safetensors already exists.*overwrite=True"):
         save_model(tiny_model(seed=2), p)
     assert p.read_bytes() == before
+    save_model(tiny_model(seed=2), p, overwrite=True)
+    assert p.read_bytes() != before
     assert [f.name for f in tmp_path.iterdir()] == ["m.safetensors"]

@@ -97,8 +97,11 @@ def test_tile_choice_follows_budget_and_image():
     assert sh < th
     (th, tw), _ = choose_tile(cfg, (30, 4000), memory_budget=2 * 2**30)
     assert th == 220 and tw > th  # thin image: short tiles, long ones along x
-    (th, tw), _ = choose_tile(cfg, (100, 100), tile=570)
+    (th, tw), _ = choose_tile(cfg, (1000, 1000), tile=570)
     assert th == tw == 572
+    # never larger than the tile that covers the whole image (100 + 2 x 92 context)
+    (th, tw), _ = choose_tile(cfg, (100, 1000), tile=570)
+    assert (th, tw) == (284, 572)
 
 
 def test_segment_labels_are_instances():

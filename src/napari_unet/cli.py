@@ -1,27 +1,64 @@
 """The ``napari-unet`` command line: the same engine as the plugin, for batches.
 
     napari-unet models
-    napari-unet segment INPUT... --model NAME_OR_PATH --output DIR [--probabilities]
+    napari-unet segment INPUT... --model NAME_OR_PATH --output DIR [--probabilities] [--overwrite]
     napari-unet segment BIG.zarr|BIG.tif --model M --output DIR [--workers N | --scheduler ADDRESS]
-    napari-unet train --images ... --labels ... --output MODEL_FILE [--model START]
+    napari-unet train --images ... --labels ... --output MODEL_FILE [--model START] [--overwrite]
     napari-unet evaluate --predictions ... --truth ...
+
+Rules (docs/cli.md): no file is ever replaced unless ``--overwrite`` is given, and an input is
+never replaced even then; every failure is one line on stderr and exit status 2; a batch goes
+on past a bad image and lists the failures at the end; Ctrl-C exits with 130 and SIGTERM with
+143, after a line saying what was kept (never a half-written file).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
+import signal
 import sys
+import tempfile
 import threading
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 __all__ = ["main"]
 
+PROG = "napari-unet"
+
 
 class CliError(Exception):
     """A problem with the user's input: printed as one line, exit status 2."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, turned into an exception so that temporary files are removed on the way out."""
+
+
+def _err(msg: str) -> None:
+    print(f"{PROG}: error: {msg}", file=sys.stderr)
+
+
+def _reason(e: BaseException) -> str:
+    """An exception as one line, without a traceback."""
+    if isinstance(e, OSError) and e.strerror and not isinstance(e, FileExistsError):
+        where = f": {e.filename}" if e.filename else ""
+        return f"{e.strerror}{where}"
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__
+
+
+def _memory_reason(e: MemoryError) -> str:
+    from .memory import NotEnoughMemory
+
+    if isinstance(e, NotEnoughMemory):
+        return str(e)  # the estimate, made before allocating, with the way out
+    return "out of memory" + (f": {_reason(e)}" if str(e) else "") + "; free memory, or use a smaller --tile"
 
 
 def _progress_bar(total: int, desc: str, disable: bool):
@@ -39,6 +76,13 @@ def _load_model(spec: str):
         raise CliError(str(e)) from None
 
 
+def _model_path(spec: str) -> Path | None:
+    from .builtin import builtin_model_path
+
+    p = builtin_model_path(spec)
+    return Path(p) if p is not None else (Path(spec).expanduser() if spec else None)
+
+
 def _channel_axis(value: str | None):
     if value is None:
         return None
@@ -48,6 +92,34 @@ def _channel_axis(value: str | None):
         return int(value)
     except ValueError:
         raise CliError(f"--channel-axis takes an integer or 'none', not {value!r}") from None
+
+
+def _at_least(name: str, value, low: int):
+    if value is not None and value < low:
+        raise CliError(f"{name} must be at least {low}, not {value}")
+
+
+def _check_output(path: Path, overwrite: bool, protect=(), what="--output") -> Path:
+    """Output checks before any work, with the command line's words for the way out."""
+    from .io import OutputExistsError, check_output
+
+    try:
+        return check_output(path, overwrite=overwrite, protect=protect)
+    except OutputExistsError:
+        raise CliError(f"{path} already exists: add --overwrite to replace it, or choose another {what}") from None
+    except (OSError, ValueError) as e:
+        raise CliError(_reason(e)) from None
+
+
+def _check_folder(folder: Path) -> None:
+    """An output folder that exists (or can be made) and can be written to, before any work."""
+    parent = folder
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise CliError(f"cannot make the --output folder {folder}: {parent} is a file")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise CliError(f"cannot write to the --output folder {folder}: {parent} is not writable")
 
 
 # --------------------------------------------------------------------------- models
@@ -174,78 +246,150 @@ def cmd_segment_large(args) -> int:
     return 0
 
 
+def _rescue(path: Path, write, rescue: list) -> Path | None:
+    """Write a finished result to a fresh temporary folder when its output cannot be written."""
+    try:
+        if not rescue:
+            rescue.append(Path(tempfile.mkdtemp(prefix="napari-unet-results-")))
+        return write(rescue[0] / path.name)
+    except OSError:
+        return None
+
+
 def cmd_segment(args) -> int:
     if args.workers is not None or args.scheduler or any(_is_large_input(p) for p in args.inputs):
         return cmd_segment_large(args)
-    from .io import ImageReadError, read_image, write_labels, write_probabilities
+    from .io import ImageReadError, OutputExistsError, output_stem, read_image, write_labels, write_probabilities
     from .model import valid_input_size
-    from .predict import InputError, labels_from_model_output, predict_probabilities
+    from .postprocess import check_postprocessing
+    from .predict import InputError, labels_from_model_output, pick_channel, predict_probabilities
     from .device import DeviceError, resolve_device
 
+    _at_least("--batch-size", args.batch_size, 1)
+    _at_least("--tile", args.tile, 1)
+    _at_least("--min-size", args.min_size, 0)
+    try:
+        check_postprocessing({"threshold": args.threshold, "seed_threshold": args.seed_threshold})
+    except ValueError as e:
+        raise CliError(f"--{_reason(e).replace('_', '-')}") from None
+    channel_axis = _channel_axis(args.channel_axis)
+    if args.channel is not None and channel_axis is False:
+        raise CliError("--channel picks one channel along --channel-axis, which cannot be 'none'")
     inputs = [Path(p) for p in args.inputs]
-    for p in inputs:
-        if not p.is_file():
-            raise CliError(f"input not found: {p}")
     out_dir = Path(args.output)
     if out_dir.exists() and not out_dir.is_dir():
         raise CliError(f"--output must be a folder, but {out_dir} is a file")
+    _check_folder(out_dir)
     model = _load_model(args.model)
     try:
         resolve_device(args.device)
     except DeviceError as e:
         raise CliError(str(e)) from None
     if args.tile is not None:
-        if args.tile < 1:
-            raise CliError("--tile must be a positive number of pixels")
         t = valid_input_size(model.config, args.tile)
         if t != args.tile:
-            print(f"--tile {args.tile} is not a size this network accepts: using {t}", file=sys.stderr)
+            print(f"--tile {args.tile} is not a size this network accepts: using {t}"
+                  + (" (or less: a tile never exceeds the one that covers the image)" if t > 2048 else ""),
+                  file=sys.stderr)
         args.tile = t
-    stems = [p.stem.split(".")[0] if p.suffix.lower() in (".tif", ".tiff") else p.stem for p in inputs]
-    if len(set(stems)) != len(stems):
-        raise CliError("two inputs have the same name: their results would overwrite each other; segment them into different --output folders")
-    in_resolved = {p.resolve() for p in inputs}
+
+    # every output path is decided, and checked, before any work
+    by_stem: dict[str, Path] = {}
+    for p in inputs:
+        stem = output_stem(p)
+        if stem in by_stem:
+            raise CliError(f"{by_stem[stem]} and {p} would both write {stem}_labels.tif: segment them into different --output folders")
+        by_stem[stem] = p
+    protect = [p for p in inputs if p.exists()]
+    mp = _model_path(args.model)
+    if mp is not None and mp.exists():
+        protect.append(mp)
     plans = []
-    for p, stem in zip(inputs, stems):
-        lab_path = out_dir / f"{stem}_labels.tif"
-        prob_path = out_dir / f"{stem}_probabilities.tif"
-        for q in (lab_path, prob_path) if args.probabilities else (lab_path,):
-            if q.resolve() in in_resolved:
-                raise CliError(f"the output {q} would overwrite an input file; choose another --output folder")
-        plans.append((p, lab_path, prob_path))
-    for p, lab_path, prob_path in plans:
-        try:
-            image = read_image(p)
-        except ImageReadError as e:
-            raise CliError(str(e)) from None
-        bars = []  # created at the first tile, so that an error prints alone
+    for p in inputs:
+        stem = output_stem(p)
+        outs = [out_dir / f"{stem}_labels.tif"] + ([out_dir / f"{stem}_probabilities.tif"] if args.probabilities else [])
+        for q in outs:
+            _check_output(q, args.overwrite, protect, what="--output folder")
+        plans.append((p, outs))
 
-        def progress(done, total, _name=p.name):
-            if not bars:
-                bars.append(_progress_bar(total, _name, args.quiet or not sys.stderr.isatty()))
-            bars[0].n = done
-            bars[0].refresh()
+    done: list[Path] = []
+    finished = 0
+    failed: list[str] = []
+    rescue: list[Path] = []
+    current = None
+    try:
+        for p, outs in plans:
+            current = p
+            try:
+                if not p.is_file():
+                    raise ImageReadError(f"input not found: {p}" if not p.exists() else f"{p} is not a file")
+                image = read_image(p)
+            except (ImageReadError, MemoryError) as e:
+                _err(f"{p.name}: {_memory_reason(e)}" if isinstance(e, MemoryError) else str(e))
+                failed.append(p.name)
+                continue
+            bars = []  # created at the first tile, so that an error prints alone
 
-        try:
-            probs = predict_probabilities(
-                image, model, channel_axis=_channel_axis(args.channel_axis), device=args.device, tile=args.tile,
-                precision=args.precision, batch_size=args.batch_size, progress=progress, tta=args.tta,
-            )
-        except InputError as e:
-            raise CliError(f"{p.name}: {e}") from None
-        finally:
-            for b in bars:
-                b.close()
-        labels = labels_from_model_output(
-            probs, model, threshold=args.threshold, seed_threshold=args.seed_threshold, min_size=args.min_size
-        )
-        write_labels(lab_path, labels)
-        msg = f"{p.name}: {int(labels.max())} objects -> {lab_path}"
-        if args.probabilities:
-            write_probabilities(prob_path, probs)
-            msg += f", {prob_path}"
-        if not args.quiet:
-            print(msg)
+            def progress(n_done, total, _name=p.name):
+                if not bars:
+                    bars.append(_progress_bar(total, _name, args.quiet or not sys.stderr.isatty()))
+                bars[0].n = n_done
+                bars[0].refresh()
+
+            try:
+                axis = channel_axis
+                if args.channel is not None:
+                    image, axis = pick_channel(image, args.channel, channel_axis), False
+                probs = predict_probabilities(
+                    image, model, channel_axis=axis, device=args.device, tile=args.tile,
+                    precision=args.precision, batch_size=args.batch_size, progress=progress, tta=args.tta,
+                )
+                labels = labels_from_model_output(
+                    probs, model, threshold=args.threshold, seed_threshold=args.seed_threshold, min_size=args.min_size
+                )
+            except (InputError, ValueError, MemoryError, FloatingPointError) as e:
+                _err(f"{p.name}: {_memory_reason(e) if isinstance(e, MemoryError) else _reason(e)}")
+                failed.append(p.name)
+                continue
+            finally:
+                for b in bars:
+                    b.close()
+            del image
+            results = [(outs[0], lambda q: write_labels(q, labels, overwrite=args.overwrite))]
+            if args.probabilities:
+                results.append((outs[1], lambda q: write_probabilities(q, probs, overwrite=args.overwrite)))
+            written = []
+            for q, write in results:
+                try:
+                    written.append(write(q))
+                except OutputExistsError:
+                    # appeared while we worked (another process): never replaced
+                    kept = _rescue(q, write, rescue)
+                    _err(f"{q} appeared while {p.name} was segmented and was kept; "
+                         + (f"this result was saved to {kept} instead" if kept else "this result could not be saved"))
+                    failed.append(p.name)
+                except OSError as e:
+                    kept = _rescue(q, write, rescue)
+                    _err(f"could not write {q} ({_reason(e)}); "
+                         + (f"the result was saved to {kept} instead" if kept else "the result could not be saved anywhere"))
+                    failed.append(p.name)
+            done.extend(written)
+            finished += len(written) == len(results)
+            if not args.quiet and len(written) == len(results):
+                print(f"{p.name}: {int(labels.max())} objects -> " + ", ".join(str(w) for w in written))
+    except KeyboardInterrupt as e:
+        kept = (f"{finished} of {len(plans)} images were finished and written to {out_dir}" if done
+                else "no result was written")
+        word = "terminated" if isinstance(e, Terminated) else "interrupted"
+        print(f"{PROG}: {word} during {current.name if current else 'start-up'}: {kept}; nothing half-written was left",
+              file=sys.stderr)
+        return 143 if isinstance(e, Terminated) else 130
+    if failed:
+        names = sorted(set(failed), key=failed.index)
+        if len(plans) > 1:  # (one image: its own line said it all)
+            _err(f"{len(names)} of {len(plans)} images failed ({', '.join(names)}); "
+                 + (f"the others were written to {out_dir}" if finished else "nothing was written"))
+        return 2
     return 0
 
 
@@ -266,12 +410,14 @@ def _read_labels(path: Path, fmt: str):
         if fmt == "convention":
             return L.validate_labels(raw)
         if fmt == "instances":
-            return L.from_instances(raw)
-        if fmt == "binary":
-            return L.from_binary(raw)
-        return L.from_membranes(raw)
+            lab = L.from_instances(raw)
+        elif fmt == "binary":
+            lab = L.from_binary(raw)
+        else:
+            lab = L.from_membranes(raw)
     except ValueError as e:
         raise CliError(f"{path.name}: {e}") from None
+    return lab
 
 
 def _pairs(images, labels, fmt, what):
@@ -293,34 +439,18 @@ def _pairs(images, labels, fmt, what):
 
 
 def cmd_train(args) -> int:
+    from .io import OutputExistsError
     from .model import UNetConfig
-    from .modelfile import SegmentationModel
+    from .modelfile import SegmentationModel, save_model
     from .train import TrainingConfig, train
 
-    pairs = _pairs(args.images, args.labels, args.label_format, "training")
-    val = _pairs(args.validation_images or [], args.validation_labels or [], args.label_format, "validation")
-    if args.model:
-        model = _load_model(args.model)
-    else:
-        ch = pairs[0][0].shape[-1] if pairs[0][0].ndim == 3 else 1
-        names = args.class_names.split(",") if args.class_names else (
-            ["background", "cell", "cell boundary"] if args.classes == 3 else ["background", "cell"])
-        if len(names) != args.classes:
-            raise CliError(f"--class-names gives {len(names)} names for --classes {args.classes}")
-        model = SegmentationModel.new(
-            UNetConfig(in_channels=ch, base_channels=args.base_channels, depth=args.depth, padding=args.padding,
-                       n_classes=args.classes),
-            class_names=names,
-        )
-    if args.name:
-        model.name = args.name
-    elif not args.model:
-        model.name = Path(args.output).stem
-    if args.description:
-        model.description = args.description
-    out = Path(args.output)
-    if out.exists() and any(out.resolve() == Path(p).resolve() for p in [*args.images, *args.labels]):
-        raise CliError("--output would overwrite an input file")
+    out = Path(args.output).expanduser()
+    inputs = [*args.images, *args.labels, *(args.validation_images or []), *(args.validation_labels or [])]
+    start = _model_path(args.model) if args.model else None
+    if start is not None and start.exists() and out.exists() and os.path.samefile(start, out) and not args.overwrite:
+        raise CliError(f"--output {out} is the --model start file: add --overwrite to replace it with the trained model, "
+                       "or choose another --output")
+    _check_output(out, args.overwrite, protect=inputs)
     try:
         cfg = TrainingConfig(
             iterations=args.iterations, tile=args.tile, learning_rate=args.learning_rate, optimizer=args.optimizer,
@@ -328,7 +458,36 @@ def cmd_train(args) -> int:
             batch_size=args.batch_size, validate_every=args.validate_every,
         )
     except ValueError as e:
-        raise CliError(str(e)) from None
+        msg = str(e)
+        for field in ("iterations", "tile", "batch_size", "learning_rate", "validate_every", "w0", "sigma"):
+            msg = msg.replace(f"{field} must", f"--{field.replace('_', '-')} must").replace(
+                f" and {field} >", f" and --{field} >")
+        raise CliError(msg) from None
+    pairs = _pairs(args.images, args.labels, args.label_format, "training")
+    val = _pairs(args.validation_images or [], args.validation_labels or [], args.label_format, "validation")
+    if args.model:
+        model = _load_model(args.model)
+        start_name = model.name
+    else:
+        start_name = None
+        ch = pairs[0][0].shape[-1] if pairs[0][0].ndim == 3 else 1
+        names = args.class_names.split(",") if args.class_names else (
+            ["background", "cell", "cell boundary"] if args.classes == 3 else ["background", "cell"])
+        if len(names) != args.classes:
+            raise CliError(f"--class-names gives {len(names)} names for --classes {args.classes}")
+        try:
+            model = SegmentationModel.new(
+                UNetConfig(in_channels=ch, base_channels=args.base_channels, depth=args.depth, padding=args.padding,
+                           n_classes=args.classes),
+                class_names=names,
+            )
+        except ValueError as e:
+            raise CliError(str(e)) from None
+    # the trained model's own name and description, never the start model's
+    name = args.name or out.name.removesuffix(".safetensors")
+    description = args.description or model.description
+    if not args.description and start_name:
+        description = f"fine-tuned from {start_name}" + (f" ({model.description})" if model.description else "")
     from tqdm import tqdm
 
     bar = tqdm(total=cfg.iterations, desc="training", unit="it", disable=args.quiet, dynamic_ncols=True)
@@ -341,16 +500,52 @@ def cmd_train(args) -> int:
             post["val"] = f"{p.validation_score:.3f}"
         bar.set_postfix(post, refresh=False)
 
+    def on_sigint(signum, frame):
+        # first Ctrl-C: stop after this iteration and save; the second one stops at once
+        if cancel.is_set():
+            raise KeyboardInterrupt
+        cancel.set()
+        print(f"{'' if args.quiet else chr(10)}{PROG}: stopping after this iteration and saving the best model so far "
+              "(Ctrl-C again to stop at once)", file=sys.stderr)
+
+    old = signal.signal(signal.SIGINT, on_sigint) if threading.current_thread() is threading.main_thread() else None
+    code = 0
     try:
         res = train(model, [p[0] for p in pairs], [p[1] for p in pairs], cfg, validation=val, callback=cb,
-                    cancel=cancel, checkpoint=out, channel_axis=_channel_axis(args.channel_axis))
-    except KeyboardInterrupt:
+                    cancel=cancel, checkpoint=out, channel_axis=_channel_axis(args.channel_axis),
+                    overwrite=args.overwrite, name=name, description=description)
+    except KeyboardInterrupt as e:
+        res = getattr(e, "result", None)
+        code = 143 if isinstance(e, Terminated) else 130
+        if res is None:  # stopped before training began
+            bar.close()
+            print(f"{PROG}: {'terminated' if code == 143 else 'interrupted'} before training began: nothing was written",
+                  file=sys.stderr)
+            return code
+    except OutputExistsError:
+        raise CliError(f"{out} appeared while training started: it was kept; add --overwrite or choose another --output") from None
+    except OSError as e:
+        res = getattr(e, "result", None)
+        if res is None:
+            raise CliError(_reason(e)) from None
+        kept = _rescue(out, lambda q: save_model(res.model, q), [])
+        raise CliError(f"could not write {out} ({_reason(e)}); "
+                       + (f"the trained model was saved to {kept} instead" if kept else "the trained model is lost")) from None
+    except (ValueError, FloatingPointError) as e:
+        raise CliError(_reason(e)) from None
+    finally:
         bar.close()
-        print(f"interrupted: the best model so far is in {out}" if out.exists() else "interrupted", file=sys.stderr)
-        return 130
-    except ValueError as e:
-        raise CliError(str(e)) from None
-    bar.close()
+        if old is not None:
+            signal.signal(signal.SIGINT, old)
+    if res.cancelled:
+        word = "terminated" if code == 143 else "interrupted"
+        if res.checkpoint is not None:
+            print(f"{PROG}: {word} after {len(res.history)} of {cfg.iterations} iterations: the best model so far "
+                  f"(iteration {res.best_iteration}) was saved to {res.checkpoint}; its card records both", file=sys.stderr)
+        else:
+            print(f"{PROG}: {word} before the first iteration: nothing was written"
+                  + (f" ({out} is unchanged)" if out.exists() else ""), file=sys.stderr)
+        return code or 130
     best = f", best validation score {res.best_score:.4f}" if val and res.best_score is not None else ""
     print(f"trained {len(res.history)} iterations in {res.seconds:.0f} s (best iteration {res.best_iteration}{best}) -> {out}")
     return 0
@@ -373,13 +568,20 @@ def cmd_evaluate(args) -> int:
             truth = read_image(tp)
         except ImageReadError as e:
             raise CliError(str(e)) from None
-        if args.truth_format == "membranes":
-            truth = L.to_instances(L.from_membranes(truth))
-        elif args.truth_format == "convention":
-            truth = L.to_instances(truth)
-        if pred.shape != truth.shape:
-            raise CliError(f"{Path(pp).name} {pred.shape} and {Path(tp).name} {truth.shape} differ in shape")
-        r = evaluate(pred, truth)
+        for a, path in ((pred, pp), (truth, tp)):
+            if a.ndim != 2:
+                raise CliError(f"{Path(path).name} has shape {a.shape}: evaluate takes 2D label images; "
+                               "save one plane per file")
+        try:
+            if args.truth_format == "membranes":
+                truth = L.to_instances(L.from_membranes(truth))
+            elif args.truth_format == "convention":
+                truth = L.to_instances(truth)
+            if pred.shape != truth.shape:
+                raise CliError(f"{Path(pp).name} {pred.shape} and {Path(tp).name} {truth.shape} differ in shape")
+            r = evaluate(pred, truth)
+        except ValueError as e:
+            raise CliError(f"{Path(pp).name} / {Path(tp).name}: {_reason(e)}") from None
         r["image"] = Path(pp).name
         rows.append(r)
     keys = ["pixel_error", "rand_error", "iou", "ap50"]
@@ -398,8 +600,15 @@ def cmd_evaluate(args) -> int:
 # --------------------------------------------------------------------------- parser
 
 
+def _finite(text: str) -> float:
+    v = float(text)
+    if not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"must be a finite number, not {text!r}")
+    return v
+
+
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="napari-unet", description="U-Net segmentation (Ronneberger et al. 2015) for microscopy.")
+    ap = argparse.ArgumentParser(prog=PROG, description="U-Net segmentation (Ronneberger et al. 2015) for microscopy.")
     sub = ap.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("models", help="list the built-in models")
@@ -408,7 +617,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("segment", help="segment images into instance labels (and probabilities)")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="tif or png images; .zarr / OME-Zarr (or big tifs with --workers) are segmented block by block")
     p.add_argument("--model", required=True, help="built-in model name (see 'napari-unet models') or model file")
-    p.add_argument("--output", required=True, help="folder for <stem>_labels.tif (and <stem>_probabilities.tif)")
+    p.add_argument("--output", required=True,
+                   help="folder for <name>_labels.tif (and <name>_probabilities.tif), <name> the input's file name "
+                        "without its suffix")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace result files that already exist (inputs and the model file are never replaced)")
     p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps")
     p.add_argument("--tile", type=int, help="input tile edge in pixels (rounded to the nearest size the network accepts)")
     p.add_argument("--batch-size", type=int, help="tiles per forward pass (default: 1 on CPU, from memory on GPU)")
@@ -418,7 +631,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tta", action="store_true",
                    help="test-time augmentation: average the 8 rotations/flips (8x the time; see docs/models.md)")
     p.add_argument("--channel-axis", help="axis holding channels, or 'none' for a stack of grey planes (needed for 4D)")
-    p.add_argument("--threshold", type=float, help="foreground probability threshold (default: the model's)")
+    p.add_argument("--channel", type=int, metavar="K",
+                   help="segment channel K only (along --channel-axis; default the small last or the first axis)")
+    p.add_argument("--threshold", type=float, help="foreground probability threshold, 0 to 1 (default: the model's)")
     p.add_argument("--seed-threshold", type=float, help="split touching objects from cores above this probability")
     p.add_argument("--min-size", type=int, help="remove objects smaller than this many pixels")
     p.add_argument("--workers", type=int,
@@ -436,9 +651,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="convention: 0 not annotated, 1 background, 2+ cells; instances: 0 background, k object; "
                         "binary: nonzero foreground; membranes: ISBI 2012 style (255 interior, 0 membrane)")
     p.add_argument("--model", help="start from this built-in model or file (default: a new network)")
-    p.add_argument("--output", required=True, help="model file to write (used exactly as given)")
+    p.add_argument("--output", required=True,
+                   help="model file to write (used exactly as given); it holds the best model so far while training")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace --output if it exists (needed to replace the --model start file); "
+                        "the training and validation images and labels are never replaced")
     p.add_argument("--iterations", type=int, default=500)
-    p.add_argument("--learning-rate", type=float, default=1e-3)
+    p.add_argument("--learning-rate", type=_finite, default=1e-3)
     p.add_argument("--optimizer", default="adam", choices=["adam", "sgd"], help="sgd: the paper's, momentum 0.99")
     p.add_argument("--tile", type=int, default=428)
     p.add_argument("--batch-size", type=int, default=1)
@@ -449,8 +668,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default="auto", choices=["auto", "float32", "bfloat16"],
                    help="auto: bfloat16 autocast where the hardware runs it natively, else float32")
     p.add_argument("--device", default="auto")
-    p.add_argument("--w0", type=float, default=10.0)
-    p.add_argument("--sigma", type=float, default=5.0)
+    p.add_argument("--w0", type=_finite, default=10.0)
+    p.add_argument("--sigma", type=_finite, default=5.0)
     p.add_argument("--base-channels", type=int, default=16, help="new network only")
     p.add_argument("--depth", type=int, default=5, help="new network only")
     p.add_argument("--padding", default="valid", choices=["valid", "same"], help="new network only")
@@ -459,7 +678,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "that keeps touching cells apart")
     p.add_argument("--class-names", help="new network only, comma-separated (default: background,cell[,cell boundary])")
     p.add_argument("--channel-axis")
-    p.add_argument("--name")
+    p.add_argument("--name", help="the trained model's name (default: the output file's name)")
     p.add_argument("--description")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=cmd_train)
@@ -473,14 +692,42 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    print(f"{PROG}: warning: {str(message).splitlines()[0]}", file=sys.stderr)
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    in_main = threading.current_thread() is threading.main_thread()
+    old_term = signal.signal(signal.SIGTERM, _on_sigterm) if in_main else None
     try:
-        return args.func(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            return args.func(args)
     except CliError as e:
-        print(f"napari-unet: error: {e}", file=sys.stderr)
+        _err(str(e))
         return 2
+    except KeyboardInterrupt as e:  # outside the places that say more (loading, reading)
+        print(f"{PROG}: {'terminated' if isinstance(e, Terminated) else 'interrupted'}: nothing was written",
+              file=sys.stderr)
+        return 143 if isinstance(e, Terminated) else 130
+    except MemoryError as e:
+        _err(_memory_reason(e))
+        return 2
+    except (OSError, ValueError, FloatingPointError, RuntimeError) as e:
+        # anything the checks above did not foresee: still one line, and how to see more
+        _err(f"{_reason(e)} (set NAPARI_UNET_DEBUG=1 for the full traceback)")
+        if os.environ.get("NAPARI_UNET_DEBUG"):
+            raise
+        return 2
+    finally:
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, old_term)
 
 
 if __name__ == "__main__":  # pragma: no cover

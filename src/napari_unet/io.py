@@ -12,13 +12,78 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["ImageReadError", "atomic_write", "read_image", "write_tif", "write_labels", "write_probabilities", "labels_dtype"]
+__all__ = [
+    "ImageReadError",
+    "OutputExistsError",
+    "atomic_write",
+    "check_output",
+    "decoded_size",
+    "output_stem",
+    "read_image",
+    "write_tif",
+    "write_labels",
+    "write_probabilities",
+    "labels_dtype",
+]
 
 TIF_SUFFIXES = (".tif", ".tiff")
 
 
 class ImageReadError(ValueError):
     """An image file that cannot be read; the message names the file and the reason."""
+
+
+class OutputExistsError(FileExistsError):
+    """An output path that already holds a file the caller did not ask to replace."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        super().__init__(f"{self.path} already exists: choose another name, or pass overwrite=True to replace it")
+
+
+def output_stem(path: str | os.PathLike) -> str:
+    """The file name without its image suffix, every other dot kept:
+    ``2024.01.15_wellA.tif`` -> ``2024.01.15_wellA``, ``cells.ome.tif`` -> ``cells``."""
+    name = Path(path).name
+    low = name.lower()
+    for suffix in (".ome.tiff", ".ome.tif", ".ome.zarr"):
+        if low.endswith(suffix):
+            return name[: -len(suffix)]
+    return Path(name).stem if Path(name).suffix else name
+
+
+def check_output(path: str | os.PathLike, *, overwrite: bool = False, protect=()) -> Path:
+    """Check, before any work, that a result can be written to ``path``; return it as a Path.
+
+    Refuses (one-line errors) a path that is one of the ``protect`` files (the inputs: never
+    replaced, whatever ``overwrite`` says), an existing file unless ``overwrite``
+    (:class:`OutputExistsError`), a folder, a folder under a file and a folder one cannot
+    write to. Every writer of this module, :func:`napari_unet.modelfile.save_model`, the
+    command line and the widgets' save buttons go through it.
+    """
+    p = Path(path).expanduser()
+    if not p.name or str(p) in (".", ".."):
+        raise ValueError(f"{str(path)!r} is not a file name")
+    if p.is_dir():
+        raise IsADirectoryError(f"{p} is a folder: give a file name")
+    if p.exists() or p.is_symlink():
+        rp = p.resolve()
+        for q in protect:
+            try:
+                if rp == Path(q).expanduser().resolve() or os.path.samefile(p, q):
+                    raise ValueError(f"{p} is an input file: it is never replaced; choose another output")
+            except OSError:
+                continue
+        if not overwrite:
+            raise OutputExistsError(p)
+    parent = p.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise NotADirectoryError(f"cannot write {p}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise PermissionError(f"cannot write {p}: the folder {parent} is not writable")
+    return p
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
@@ -28,6 +93,15 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         raise ImageReadError(f"no such file: {p}")
     if p.is_dir():
         raise ImageReadError(f"{p} is a folder, not an image")
+    if not p.is_file():  # a FIFO, socket or device would block or never end
+        raise ImageReadError(f"{p} is not a regular file (a pipe or device?): give an image file")
+    nbytes = decoded_size(p)
+    if nbytes is not None:
+        from .memory import check_memory
+
+        check_memory(nbytes, f"reading {p.name} (its decompressed size)",
+                     "convert it to OME-Zarr or a tiled tif and segment it block-wise with dask "
+                     "(napari_unet.dask_predict), or free memory")
     try:
         if p.suffix.lower() in TIF_SUFFIXES:
             import tifffile
@@ -36,9 +110,33 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         from skimage.io import imread
 
         return np.asarray(imread(p))
+    except MemoryError:
+        raise
     except Exception as e:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ImageReadError(f"cannot read {p.name} as an image: {first}") from None
+
+
+def decoded_size(path: str | os.PathLike) -> int | None:
+    """Bytes that reading ``path`` will allocate, from its header only (a small compressed
+    file can expand to gigabytes); None when the header cannot tell."""
+    p = Path(path)
+    try:
+        if p.suffix.lower() in TIF_SUFFIXES:
+            import tifffile
+
+            with tifffile.TiffFile(p) as tf:
+                s = tf.series[0]
+                return int(np.prod(s.shape, dtype=np.float64)) * np.dtype(s.dtype).itemsize
+        from PIL import Image
+
+        with Image.open(p) as im:
+            w, h = im.size
+            bands = len(im.getbands())
+            depth = 2 if im.mode.startswith("I;16") else (4 if im.mode in ("I", "F") else 1)
+            return w * h * bands * depth * getattr(im, "n_frames", 1)
+    except Exception:
+        return None  # not readable as an image: read_image says why
 
 
 def _default_mode(path: Path) -> int:
@@ -49,11 +147,33 @@ def _default_mode(path: Path) -> int:
     return 0o666 & ~umask
 
 
-def atomic_write(path: str | os.PathLike, write) -> Path:
+def _publish(tmp: str, path: Path, overwrite: bool) -> None:
+    """Move the finished ``tmp`` to ``path``: a plain rename when replacing is allowed, else a
+    hard link that fails if ``path`` appeared meanwhile (another process writing the same
+    name), so that even a race never replaces a file."""
+    if overwrite:
+        os.replace(tmp, path)
+        return
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise OutputExistsError(path) from None
+    except OSError:  # a filesystem without hard links: check, then rename
+        if path.exists():
+            raise OutputExistsError(path) from None
+        os.replace(tmp, path)
+        return
+    os.unlink(tmp)
+
+
+def atomic_write(path: str | os.PathLike, write, *, overwrite: bool = False) -> Path:
     """Call ``write(tmp_path)`` on a temporary file beside ``path``, flush it to disk, then
-    rename it over ``path`` in one step. On any error the temporary file is removed and an
-    existing ``path`` is left untouched. The file gets the usual permissions (not mkstemp's 0600)."""
-    path = Path(path)
+    move it to ``path`` in one step. An existing ``path`` is replaced only with ``overwrite``
+    (else :class:`OutputExistsError`, checked before the work and again, atomically, at the
+    end). On any error, Ctrl-C or SIGTERM (see :mod:`napari_unet.cli`) the temporary file is
+    removed and an existing ``path`` is left untouched. The file gets the usual permissions
+    (not mkstemp's 0600)."""
+    path = check_output(path, overwrite=overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     os.close(fd)
@@ -62,7 +182,7 @@ def atomic_write(path: str | os.PathLike, write) -> Path:
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.chmod(tmp, _default_mode(path))
-        os.replace(tmp, path)
+        _publish(tmp, path, overwrite)
     except BaseException:
         try:
             os.unlink(tmp)
@@ -72,14 +192,15 @@ def atomic_write(path: str | os.PathLike, write) -> Path:
     return path
 
 
-def write_tif(path: str | os.PathLike, data: np.ndarray, **kwargs) -> Path:
-    """Write ``data`` to a zlib-compressed tif at ``path``, atomically."""
+def write_tif(path: str | os.PathLike, data: np.ndarray, *, overwrite: bool = False, **kwargs) -> Path:
+    """Write ``data`` to a zlib-compressed tif at ``path``, atomically; an existing file is
+    replaced only with ``overwrite``."""
     import tifffile
 
     kwargs.setdefault("compression", "zlib")
     # a stack of planes, never an RGB image, whatever the shape
     kwargs.setdefault("photometric", "minisblack")
-    return atomic_write(Path(path), lambda tmp: tifffile.imwrite(tmp, data, **kwargs))
+    return atomic_write(Path(path), lambda tmp: tifffile.imwrite(tmp, data, **kwargs), overwrite=overwrite)
 
 
 def labels_dtype(max_label: int) -> np.dtype:
@@ -91,8 +212,9 @@ def labels_dtype(max_label: int) -> np.dtype:
     return np.dtype(np.uint64)
 
 
-def write_labels(path: str | os.PathLike, labels: np.ndarray) -> Path:
-    """Write instance labels (non-negative integers) as a uint16/uint32 tif, atomically."""
+def write_labels(path: str | os.PathLike, labels: np.ndarray, *, overwrite: bool = False) -> Path:
+    """Write instance labels (non-negative integers) as a uint16/uint32 tif, atomically; an
+    existing file is replaced only with ``overwrite``."""
     lab = np.asarray(labels)
     if not np.issubdtype(lab.dtype, np.integer) and lab.dtype != bool:
         if not np.all(np.mod(lab, 1) == 0):
@@ -100,9 +222,10 @@ def write_labels(path: str | os.PathLike, labels: np.ndarray) -> Path:
     mx = int(lab.max()) if lab.size else 0
     if lab.size and int(lab.min()) < 0:
         raise ValueError("labels must not be negative")
-    return write_tif(path, lab.astype(labels_dtype(mx), copy=False))
+    return write_tif(path, lab.astype(labels_dtype(mx), copy=False), overwrite=overwrite)
 
 
-def write_probabilities(path: str | os.PathLike, probabilities: np.ndarray) -> Path:
-    """Write probabilities as a float32 tif (classes first), atomically."""
-    return write_tif(path, np.asarray(probabilities, dtype=np.float32))
+def write_probabilities(path: str | os.PathLike, probabilities: np.ndarray, *, overwrite: bool = False) -> Path:
+    """Write probabilities as a float32 tif (classes first), atomically; an existing file is
+    replaced only with ``overwrite``."""
+    return write_tif(path, np.asarray(probabilities, dtype=np.float32), overwrite=overwrite)

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from .io import atomic_write
-from .modelinfo import FORMAT_NAME, FORMAT_VERSION, ModelFileError, _read_header, read_model_info
+from .modelinfo import FORMAT_NAME, FORMAT_VERSION, ModelFileError, _read_header, check_tensor_shapes, read_model_info
 from .model import UNet, UNetConfig
 from .normalize import Normalization
 
@@ -50,6 +50,9 @@ class SegmentationModel:
     provenance: dict = field(default_factory=dict)
 
     def __post_init__(self):
+        from .postprocess import check_postprocessing
+
+        self.postprocessing = check_postprocessing(dict(self.postprocessing or {}))
         if len(self.class_names) != self.config.n_classes:
             raise ValueError(
                 f"{len(self.class_names)} class names for a network with {self.config.n_classes} classes"
@@ -67,8 +70,18 @@ class SegmentationModel:
 
     @classmethod
     def new(cls, config: UNetConfig | None = None, **kwargs) -> "SegmentationModel":
-        """A freshly initialised model (He initialisation)."""
-        return cls(network=UNet(config or UNetConfig()), **kwargs)
+        """A freshly initialised model (He initialisation); refused before allocating when its
+        weights (with gradients and optimiser state, four copies) cannot fit in memory."""
+        import math
+
+        from .memory import check_memory
+        from .modelinfo import expected_tensor_shapes
+
+        config = config or UNetConfig()
+        n = sum(math.prod(s) for s in expected_tensor_shapes(config.to_dict()).values())
+        check_memory(16.0 * n, f"a U-Net of depth {config.depth} and width {config.base_channels} ({n:,} weights)",
+                     "choose a smaller depth or width (--depth, --base-channels)")
+        return cls(network=UNet(config), **kwargs)
 
     def header(self) -> dict:
         return {
@@ -91,15 +104,22 @@ class SegmentationModel:
         )
 
 
-def save_model(model: SegmentationModel, path: str | os.PathLike, *, dtype: torch.dtype = torch.float32) -> Path:
+def save_model(model: SegmentationModel, path: str | os.PathLike, *, dtype: torch.dtype = torch.float32,
+               overwrite: bool = False) -> Path:
     """Write ``model`` to ``path`` atomically (a crash never leaves a half-written file).
 
-    ``dtype=torch.float16`` halves the size (used for the built-in models); loading always
-    gives float32 weights. Returns the path written.
+    An existing file is replaced only with ``overwrite`` (else
+    :class:`~napari_unet.io.OutputExistsError`). ``dtype=torch.float16`` halves the size (used
+    for the built-in models); loading always gives float32 weights. Returns the path written.
     """
     from safetensors.torch import save
 
-    path = Path(path)
+    from .io import check_output
+
+    bad = [k for k, v in model.network.state_dict().items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise ValueError(f"the model has NaN or infinite weights (in {bad[0]}): not saved")
+    path = check_output(path, overwrite=overwrite)
     header = model.header()
     header["provenance"] = dict(header["provenance"])
     header["provenance"]["saved"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -112,12 +132,14 @@ def save_model(model: SegmentationModel, path: str | os.PathLike, *, dtype: torc
         with open(tmp, "wb") as f:
             f.write(data)
 
-    atomic_write(path, write)
+    atomic_write(path, write, overwrite=overwrite)
     return path
 
 
 def _load_file(path: Path) -> SegmentationModel:
     from safetensors.torch import load_file
+
+    from safetensors import safe_open
 
     header = _read_header(path)
     try:
@@ -126,6 +148,13 @@ def _load_file(path: Path) -> SegmentationModel:
     except (KeyError, TypeError, ValueError) as e:
         raise ModelFileError(f"{path.name} declares an architecture this napari-unet cannot build: {e}") from None
     try:
+        with safe_open(str(path), framework="numpy") as f:
+            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except Exception as e:
+        raise ModelFileError(f"{path.name} is truncated or corrupt: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    # the declared architecture against the tensors really there, before building anything
+    check_tensor_shapes(path, config.to_dict(), shapes)
+    try:
         tensors = load_file(str(path))
     except Exception as e:
         raise ModelFileError(f"{path.name} is truncated or corrupt: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
@@ -133,6 +162,13 @@ def _load_file(path: Path) -> SegmentationModel:
     expected = net.state_dict()
     if set(tensors) != set(expected) or any(tensors[k].shape != expected[k].shape for k in expected):
         raise ModelFileError(f"{path.name}: the weights do not match the architecture the file declares (corrupt file?)")
+    bad = [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
+        raise ModelFileError(
+            f"{path.name} holds NaN or infinite weights (in {bad[0]}{more}): the file is damaged or its training "
+            "diverged; use another model file"
+        )
     net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in tensors.items()})
     net.eval()
     try:
@@ -155,6 +191,8 @@ def load_model(name_or_path: str | os.PathLike) -> SegmentationModel:
     or a model file by path. Raises :class:`ModelFileError` with a one-line reason."""
     from .builtin import builtin_model_path, list_builtin_models
 
+    if name_or_path is None or not str(name_or_path).strip():
+        raise ModelFileError("no model given: name a built-in model (napari-unet models) or a model file")
     s = str(name_or_path)
     p = builtin_model_path(s)
     if p is not None:

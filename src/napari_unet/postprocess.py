@@ -2,14 +2,50 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from scipy import ndimage as ndi
 
-__all__ = ["labels_from_probabilities", "labels_from_classes", "foreground_of"]
+__all__ = ["labels_from_probabilities", "labels_from_classes", "foreground_of", "check_postprocessing"]
 
 
 def _smallest_uint(n: int):
     return np.uint16 if n < 2**16 else np.uint32
+
+
+def _probability(name: str, v) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not math.isfinite(v) \
+            or not 0 <= v <= 1:
+        raise ValueError(f"{name} must be a probability between 0 and 1, not {v!r}")
+    return float(v)
+
+
+def check_postprocessing(params: dict) -> dict:
+    """Validate post-processing settings (from a model header, the command line or a widget);
+    return them with proper types, or raise ValueError naming the setting and its value.
+
+    ``threshold`` and ``seed_threshold`` (or None) are probabilities in [0, 1]; ``min_size`` a
+    whole number of pixels >= 0; ``smooth`` a finite number >= 0; ``fill_holes`` true/false.
+    Other keys are returned unchanged."""
+    out = dict(params)
+    if out.get("threshold") is not None:
+        out["threshold"] = _probability("threshold", out["threshold"])
+    if out.get("seed_threshold") is not None:
+        out["seed_threshold"] = _probability("seed_threshold", out["seed_threshold"])
+    if out.get("min_size") is not None:
+        v = out["min_size"]
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer, float)) or v != v or v < 0 or v != int(v):
+            raise ValueError(f"min_size must be a whole number of pixels >= 0, not {v!r}")
+        out["min_size"] = int(v)
+    if out.get("smooth") is not None:
+        v = out["smooth"]
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not math.isfinite(v) or v < 0:
+            raise ValueError(f"smooth must be a number of pixels >= 0, not {v!r}")
+        out["smooth"] = float(v)
+    if out.get("fill_holes") is not None and not isinstance(out["fill_holes"], (bool, np.bool_)):
+        raise ValueError(f"fill_holes must be true or false, not {out['fill_holes']!r}")
+    return out
 
 
 def labels_from_probabilities(
@@ -37,6 +73,9 @@ def labels_from_probabilities(
     cell-interior probability here, so that cells touching along a predicted boundary grow
     back apart from their interiors (see :func:`labels_from_classes`).
     """
+    p = check_postprocessing(dict(threshold=threshold, seed_threshold=seed_threshold, min_size=min_size,
+                                  smooth=smooth, fill_holes=bool(fill_holes)))
+    threshold, seed_threshold, min_size, smooth = p["threshold"], p["seed_threshold"], p["min_size"], p["smooth"]
     fg = np.asarray(foreground, dtype=np.float32)
     if fg.ndim != 2:
         raise ValueError(f"labels_from_probabilities takes a 2D map, got shape {fg.shape}")

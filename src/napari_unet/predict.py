@@ -24,12 +24,17 @@ from .tiling import TileGrid, predict_tiled
 
 __all__ = [
     "InputError",
+    "NonFiniteError",
+    "check_image",
+    "check_finite_weights",
     "Predictor",
     "resolve_precision",
     "bf16_is_fast",
     "Segmentation",
     "as_planes",
+    "pick_channel",
     "choose_tile",
+    "peak_bytes_per_pixel",
     "predict_probabilities",
     "segment",
     "labels_from_probabilities",
@@ -45,7 +50,89 @@ class InputError(ValueError):
     """An image that cannot be segmented as given; the message says what to do."""
 
 
+class NonFiniteError(ValueError):
+    """NaN or infinite weights or probabilities; the message names the cause."""
+
+
+def check_image(image):
+    """``image`` as something with a shape and a dtype (numpy, dask, zarr, ...), or an
+    :class:`InputError` saying what was given instead (None, a path, a list of images)."""
+    import os
+
+    if image is None:
+        raise InputError("no image given (None)")
+    if isinstance(image, (str, bytes, os.PathLike)):
+        raise InputError(
+            f"got a file name ({os.fspath(image)!r}), not an image: read it first, e.g. "
+            "napari_unet.io.read_image(path)"
+        )
+    if hasattr(image, "shape") and hasattr(image, "dtype"):
+        return image
+    if isinstance(image, (list, tuple)):
+        try:
+            arr = np.asarray(image)
+        except ValueError:
+            arr = None
+        if arr is None or arr.dtype == object:
+            raise InputError("got a list of arrays of different shapes: segment them one at a time")
+        return arr
+    raise InputError(f"cannot segment a {type(image).__name__}: give a numpy (or dask/zarr) array")
+
+
+def check_finite_weights(model: SegmentationModel) -> None:
+    """Raise :class:`NonFiniteError` if any weight of ``model`` is NaN or infinite."""
+    if not isinstance(model, SegmentationModel):
+        hint = " (load it first with napari_unet.load_model)" if isinstance(model, (str, bytes)) or hasattr(model, "__fspath__") else ""
+        raise InputError(f"model must be a SegmentationModel, not {type(model).__name__}{hint}")
+    for name, t in model.network.state_dict().items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise NonFiniteError(
+                f"the model {model.name!r} has NaN or infinite weights (in {name}): it is damaged or its training "
+                "diverged; use another model"
+            )
+
+
+def _warn_nonfinite(planes) -> None:
+    from .normalize import count_nonfinite
+
+    n = count_nonfinite(planes)
+    if n:
+        total = int(np.prod(planes.shape))
+        warnings.warn(
+            f"{n} of {total} pixels ({100 * n / total:.2g} %) are NaN or infinite: treated as missing data "
+            "(filled with the image's dark level before normalisation)",
+            stacklevel=3,
+        )
+
+
 # --------------------------------------------------------------------------- image layout
+
+
+def _pick_hint(axis: int, in_channels: int) -> str:
+    if in_channels == 1:
+        return (f"pick one channel (np.take(image, k, axis={axis}) in Python; --channel-axis {axis} --channel K on "
+                "the command line), or use a model trained on this many channels")
+    return f"give an image with {in_channels} channels, or use a model trained on this many channels"
+
+
+def pick_channel(image, channel: int, channel_axis: int | None = None):
+    """Channel ``channel`` of ``image`` along ``channel_axis`` (default: the last axis of a 3D
+    image when it is small, else the first), as a grey image or stack."""
+    a = check_image(image)
+    nd = len(a.shape)
+    if channel_axis is None or channel_axis is False:
+        if nd != 3:
+            raise InputError(f"say which axis of the image {tuple(a.shape)} holds the channels (--channel-axis N)")
+        channel_axis = 2 if a.shape[2] <= 8 else 0
+    ax = int(channel_axis)
+    if not -nd <= ax < nd:
+        raise InputError(f"channel axis {ax} does not exist in an image of shape {tuple(a.shape)}")
+    n = a.shape[ax]
+    if not -n <= channel < n:
+        raise InputError(f"channel {channel} does not exist: axis {ax % nd} of the image {tuple(a.shape)} has {n}")
+    index = [slice(None)] * nd
+    index[ax] = channel
+    return a[tuple(index)]
 
 
 def as_planes(image, in_channels: int, channel_axis: int | None = None):
@@ -69,16 +156,31 @@ def as_planes(image, in_channels: int, channel_axis: int | None = None):
     dtype = np.dtype(a.dtype)
     if not (np.issubdtype(dtype, np.number) or dtype == bool) or np.issubdtype(dtype, np.complexfloating):
         raise InputError(f"cannot segment an image of type {dtype}; give integer or float pixels")
+    shape = tuple(a.shape)
     if channel_axis is None:
         if nd == 2:
             channel_axis = False
         elif nd == 3:
+            # a last axis of a few entries next to two large ones is channels, never planes
+            small_last = shape[-1] <= 8 and shape[-1] * 4 <= min(shape[0], shape[1])
             if a.shape[-1] in (3, 4) and a.shape[0] > 4:
                 channel_axis = -1
             elif in_channels > 1 and a.shape[0] == in_channels:
                 channel_axis = 0
             elif in_channels > 1 and a.shape[-1] == in_channels:
                 channel_axis = -1
+            elif small_last and shape[-1] == 1:
+                channel_axis = -1
+            elif small_last:
+                raise InputError(
+                    f"the image {shape} has {shape[-1]} channels along axis 2 (channels last), but the model takes "
+                    f"{in_channels}: {_pick_hint(2, in_channels)}"
+                )
+            elif in_channels > 1:
+                raise InputError(
+                    f"the model takes {in_channels} channels, but no axis of the image {shape} has {in_channels} "
+                    "entries: say which axis holds the channels (channel_axis / --channel-axis N)"
+                )
             else:
                 channel_axis = False
         else:
@@ -106,7 +208,10 @@ def as_planes(image, in_channels: int, channel_axis: int | None = None):
             moved = np.asarray(moved[..., :3, :, :], dtype=np.float32).mean(axis=-3, keepdims=True)
             c = 1
         else:
-            raise InputError(f"the model expects {in_channels} channel(s) but the image has {c} along axis {ax}")
+            raise InputError(
+                f"the model expects {in_channels} channel(s) but the image {shape} has {c} along axis {ax}: "
+                f"{_pick_hint(ax, in_channels)}"
+            )
     lead = tuple(moved.shape[:-3])
     return moved.reshape((-1, c) + tuple(moved.shape[-2:])), lead
 
@@ -119,6 +224,15 @@ def _bytes_per_pixel(config: UNetConfig, precision: str) -> float:
     # maps of the first level's width alive at once, the deeper levels adding as much again
     itemsize = 2 if precision == "bfloat16" else 4
     return 12 * config.base_channels * itemsize * 2
+
+
+def peak_bytes_per_pixel(config: UNetConfig, precision: str = "float32", *, training: bool = False) -> float:
+    """Measured peak memory per input pixel of one pass, with a 25 % margin, used to refuse a
+    tile that cannot fit (benchmarks/bench_activation_memory.py: 24-26 bytes per first-level
+    channel in inference, about 57 with the backward pass of training, float32 on a CPU).
+    ``_bytes_per_pixel``, which chooses tiles, is deliberately more cautious."""
+    per_channel = 72 if training else 32
+    return per_channel * config.base_channels * (0.5 if precision == "bfloat16" and not training else 1.0)
 
 
 def default_memory_budget(device: torch.device) -> int:
@@ -171,7 +285,8 @@ def choose_tile(
         t = valid_input_size(config, int(tile))
         if t <= 2 * margin or (config.padding == "same" and t - 2 * margin < alignment(config)):
             t = _min_tile_for(config, alignment(config), margin)
-        return (t, t), margin
+        # never larger than the tile that covers the whole image (a huge --tile costs memory only)
+        return (min(t, _min_tile_for(config, H, margin)), min(t, _min_tile_for(config, W, margin))), margin
     budget = memory_budget or 2 * 2**30
     edge = int(math.sqrt(budget / _bytes_per_pixel(config, precision)))
     smallest = _min_tile_for(config, alignment(config), margin)
@@ -223,6 +338,12 @@ def _network_fn(model: SegmentationModel, device: torch.device, precision: str, 
         with torch.inference_mode(), ctx:
             y = net(x)
         y = torch.softmax(y.float(), dim=1)
+        if not bool(torch.isfinite(y).all()):
+            raise NonFiniteError(
+                "the network gave NaN or infinite probabilities although its weights and input are finite: "
+                "its activations overflowed" + (" in bfloat16; try precision float32" if use_bf16 else
+                                                "; check the model and the image's value range")
+            )
         if same and margin:
             y = y[..., margin:-margin, margin:-margin]
         return y.contiguous().cpu().numpy()
@@ -295,10 +416,25 @@ class Predictor:
                                              precision=self.precision, device_type=self.device.type)
         if tile_shape is not None:  # fixed by a caller that plans blocks (dask_predict)
             self.tile = (int(tile_shape[0]), int(tile_shape[1]))
+        per_tile = self.tile[0] * self.tile[1] * _bytes_per_pixel(config, self.precision)
         if batch_size is None:
-            per_tile = self.tile[0] * self.tile[1] * _bytes_per_pixel(config, self.precision)
             batch_size = 1 if self.device.type == "cpu" else max(1, min(16, int(budget // per_tile)))
+        if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
+            raise InputError(f"batch_size must be a whole number >= 1, not {batch_size!r}")
         self.batch_size = int(batch_size)
+        need = self.tile[0] * self.tile[1] * peak_bytes_per_pixel(config, self.precision) * self.batch_size
+        if self.device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(self.device)
+            if need > free:
+                raise InputError(
+                    f"tiles of {self.tile[0]}x{self.tile[1]} pixels in batches of {self.batch_size} need about "
+                    f"{need / 2**30:.1f} GiB of GPU memory, {free / 2**30:.1f} GiB are free: use a smaller tile or batch"
+                )
+        elif self.device.type == "cpu":
+            from .memory import check_memory
+
+            check_memory(need, f"tiles of {self.tile[0]}x{self.tile[1]} pixels in batches of {self.batch_size}",
+                         "use a smaller tile (--tile) or batch (--batch-size)")
         self.align = alignment(config)
         self.n_classes = config.n_classes
         self._fn = None
@@ -308,6 +444,7 @@ class Predictor:
 
     def fn(self):
         if self._fn is None:
+            check_finite_weights(self.model)
             same = self.model.config.padding == "same"
             self._fn = _network_fn(self.model, self.device, self.precision, self.margin if same else 0)
         return self._fn
@@ -375,7 +512,9 @@ def predict_probabilities(
     -------
     probabilities : ndarray, float32, shape ``(n_classes, *stack_shape, Y, X)``
     """
-    planes, lead = as_planes(image, model.in_channels, channel_axis)
+    check_finite_weights(model)
+    planes, lead = as_planes(check_image(image), model.in_channels, channel_axis)
+    _warn_nonfinite(planes)
     P, C, H, W = planes.shape
     pred = Predictor(model, (H, W), device=device, tile=tile, batch_size=batch_size, precision=precision,
                      memory_budget=memory_budget)
@@ -383,6 +522,12 @@ def predict_probabilities(
     # quarter turns swap the axes, which may change the number of tiles
     total = P * sum(len(pred.grid((W, H) if k % 2 else (H, W))) for k, _ in views)
     K = model.config.n_classes
+    from .memory import check_memory
+
+    # the probabilities, plus the labels made from them (uint32) and the plane being normalised
+    check_memory(4.0 * P * K * H * W + 4.0 * P * H * W + 4.0 * C * H * W,
+                 f"segmenting an image of {P} x {H} x {W} pixels in memory",
+                 "segment it block by block with dask (napari_unet.dask_predict.predict_dask), or plane by plane")
     out = np.empty((P, K, H, W), dtype=np.float32)
     done = 0
 
@@ -449,5 +594,8 @@ def segment(image, model: SegmentationModel, **kwargs) -> Segmentation:
     :func:`predict_probabilities`, plus ``threshold``, ``seed_threshold`` and ``min_size`` for
     the labels (defaults stored with the model)."""
     post = {k: kwargs.pop(k) for k in ("threshold", "seed_threshold", "min_size", "smooth", "fill_holes") if k in kwargs}
+    from .postprocess import check_postprocessing
+
+    check_postprocessing(post)  # before the work, not after it
     probs = predict_probabilities(image, model, **kwargs)
     return Segmentation(probs, labels_from_model_output(probs, model, **post))

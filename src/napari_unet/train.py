@@ -81,14 +81,21 @@ class TrainingConfig:
     device: str = "auto"
 
     def __post_init__(self):
-        if self.iterations < 1:
-            raise ValueError("iterations must be at least 1")
+        for name in ("iterations", "tile", "batch_size", "validate_every"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+                raise ValueError(f"{name} must be a whole number >= 1, not {v!r}")
         if self.optimizer not in ("adam", "sgd"):
             raise ValueError(f"optimizer must be 'adam' or 'sgd', not {self.optimizer!r}")
-        if self.learning_rate <= 0:
-            raise ValueError("learning_rate must be positive")
-        if self.batch_size < 1:
-            raise ValueError("batch_size must be at least 1")
+        if not (math.isfinite(self.learning_rate) and 0 < self.learning_rate <= 1):
+            raise ValueError(
+                f"learning_rate must be above 0 and at most 1, not {self.learning_rate}: larger steps diverge "
+                "(usual values 1e-4 to 1e-2)"
+            )
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"momentum must be in [0, 1), not {self.momentum}")
+        if not (math.isfinite(self.w0) and self.w0 >= 0 and math.isfinite(self.sigma) and self.sigma > 0):
+            raise ValueError(f"w0 must be >= 0 and sigma > 0 (got w0={self.w0}, sigma={self.sigma})")
         if self.lr_schedule not in ("cosine", "constant"):
             raise ValueError("lr_schedule must be 'cosine' or 'constant'")
         if self.max_zoom < 1:
@@ -118,6 +125,7 @@ class TrainingResult:
     best_score: float | None = None
     cancelled: bool = False
     seconds: float = 0.0
+    checkpoint: Path | None = None  # the file this run wrote (None if it wrote none)
 
 
 class _Example:
@@ -134,6 +142,15 @@ class _Example:
                 "give the planes one by one"
             )
         img = np.asarray(planes[0], dtype=np.float32)
+        n_bad = img.size - int(np.count_nonzero(np.isfinite(img)))
+        if n_bad:
+            import warnings
+
+            warnings.warn(
+                f"{n_bad} of {img.size} pixels of a training image are NaN or infinite: treated as missing data "
+                "(filled with the image's dark level, and not trained on)",
+                stacklevel=3,
+            )
         lab = validate_labels(labels)
         if lab.shape != img.shape[-2:]:
             raise ValueError(f"labels of shape {lab.shape} do not match the image's {img.shape[-2:]}")
@@ -144,6 +161,8 @@ class _Example:
             # background line between them (the paper's ground truth has such lines); a
             # three-class network has its boundary class for that
             lab = separate_touching(lab)
+        if n_bad:
+            lab = np.where(np.isfinite(img).all(axis=0), lab, 0)  # missing pixels are not annotated
         self.labels = lab
         # targets are made on the whole image, where it is known what lies next to a cell
         self.classes = (to_classes(lab, n_classes, cfg.boundary_width) + 1).astype(np.int8)  # 0 = ignored
@@ -151,6 +170,54 @@ class _Example:
                                   n_classes=n_classes)
         self.annotated = np.flatnonzero(lab.ravel() > 0)
         self.shape = lab.shape
+
+
+def _refuse_unlearnable(labels_list) -> None:
+    """Refuse annotations without a single cell (a model trained on them finds nothing); warn
+    when an image, or the whole set, holds one class only."""
+    import warnings
+
+    cells = [int(np.count_nonzero(lab >= 2)) for lab in labels_list]
+    background = [int(np.count_nonzero(lab == 1)) for lab in labels_list]
+    if not sum(cells):
+        raise ValueError(
+            f"the annotations hold no cell, only {sum(background)} background pixels: a model trained on them finds "
+            "nothing (an all-zero instance or binary mask means 'no object here'); paint or include at least a "
+            "few cells (label 2, 3, ...)"
+        )
+    if not sum(background):
+        warnings.warn(
+            "the annotations hold no background (label 1) at all, only cells: the model learns to call everything a "
+            "cell; paint some background around the cells",
+            stacklevel=3,
+        )
+    elif len(labels_list) > 1:
+        for i, (c, b) in enumerate(zip(cells, background)):
+            if not c or not b:
+                warnings.warn(
+                    f"training image {i + 1} has one class only ({'background' if b else 'cells'}): fine as an "
+                    "example of that class, but check that its labels are the intended ones",
+                    stacklevel=3,
+                )
+
+
+def _check_training_memory(model, t_in: int, batch_size: int, precision: str, device) -> None:
+    """Refuse a tile x batch whose activations (kept for the backward pass) cannot fit, before
+    the first iteration allocates them."""
+    from .predict import peak_bytes_per_pixel
+
+    need = t_in * t_in * batch_size * peak_bytes_per_pixel(model.config, precision, training=True)
+    what = f"training on tiles of {t_in}x{t_in} pixels in batches of {batch_size}"
+    way_out = "use a smaller --tile or --batch-size"
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        if need > free:
+            raise ValueError(f"{what} needs about {need / 2**30:.1f} GiB of GPU memory, {free / 2**30:.1f} GiB are "
+                             f"free: {way_out}")
+    elif device.type == "cpu":
+        from .memory import check_memory
+
+        check_memory(need, what, way_out)
 
 
 def _input_tile(model: SegmentationModel, tile: int) -> tuple[int, int]:
@@ -263,15 +330,33 @@ def train(
     cancel=None,
     checkpoint: str | Path | None = None,
     channel_axis=None,
+    overwrite: bool = False,
+    name: str | None = None,
+    description: str | None = None,
 ) -> TrainingResult:
     """Train (or fine-tune) ``model`` on ``images`` and their ``labels`` (project convention).
 
     The model is not modified: a trained copy is returned in the :class:`TrainingResult`, the
     best one seen (by validation score, else by smoothed training loss). With ``checkpoint``
-    the best model is also written there (atomically) every time it improves. ``cancel``
-    (threading.Event or callable) stops within one iteration, keeping the best model so far.
+    the best model is also written there (atomically) every time it improves, and once more at
+    the end; an existing file there is replaced only with ``overwrite``. Every file written
+    carries its own card (``provenance``: the start model, iterations done, best iteration,
+    ``finished``). ``cancel`` (threading.Event or callable) stops within one iteration, keeping
+    the best model so far. On ``KeyboardInterrupt`` the best model so far (the latest weights
+    before the first validation) is written to ``checkpoint`` and the interrupt is re-raised
+    with the :class:`TrainingResult` as its ``result`` attribute. ``name`` and ``description``
+    are the trained model's (default: the start model's).
     """
     cfg = config or TrainingConfig()
+    if checkpoint is not None:
+        from .io import check_output
+
+        checkpoint = check_output(checkpoint, overwrite=overwrite)
+    for what, seq in (("images", images), ("labels", labels)):
+        if seq is None or isinstance(seq, (str, bytes, Path)) or hasattr(seq, "__fspath__"):
+            raise ValueError(f"{what} must be a list of arrays, not {seq!r}: read files first (napari_unet.io.read_image)")
+        if isinstance(seq, np.ndarray) and seq.ndim == 2:
+            raise ValueError(f"{what} must be a list of images: wrap a single image in a list ([image])")
     if len(images) != len(labels):
         raise ValueError(f"{len(images)} images but {len(labels)} label images")
     if not len(images):
@@ -282,16 +367,24 @@ def train(
     rng = np.random.default_rng(cfg.seed)
     torch.manual_seed(cfg.seed)
     device = resolve_device(cfg.device)
+    from .predict import check_finite_weights
+
+    check_finite_weights(model)
     model = copy.deepcopy(model)
     net = model.network.to(device).train()
-    examples = [_Example(np.asarray(im), np.asarray(lb), model, cfg, channel_axis) for im, lb in zip(images, labels)]
+    from .predict import check_image
+
+    examples = [_Example(np.asarray(check_image(im)), np.asarray(lb), model, cfg, channel_axis)
+                for im, lb in zip(images, labels)]
     examples = [e for e in examples if e.annotated.size]
     if not examples:
         raise ValueError("nothing is annotated: paint background (1) and cells (2, 3, ...) in the labels first")
+    _refuse_unlearnable([e.labels for e in examples])
     n_ann = np.array([e.annotated.size for e in examples], dtype=float)
     pick_p = np.sqrt(n_ann) / np.sqrt(n_ann).sum()  # big images more often, small ones still seen
     t_in, t_out = _input_tile(model, cfg.tile)
     precision = resolve_precision(cfg.precision, device)
+    _check_training_memory(model, t_in, cfg.batch_size, precision, device)
     bf16 = precision == "bfloat16"
     if bf16:
         net = net.to(memory_format=torch.channels_last)
@@ -315,77 +408,106 @@ def train(
     cancelled = False
     t0 = time.perf_counter()
     start_name = model.name
+    start_provenance = copy.deepcopy(model.provenance)
+    model.name = name or model.name
+    model.description = description if description is not None else model.description
+    saved = []  # paths this call has written
 
-    def save_best():
-        if checkpoint is not None:
-            snap = copy.deepcopy(model)
-            snap.network.load_state_dict(best_state)
-            save_model(snap, checkpoint)
-
-    batches = _batches(examples, pick_p, t_in, t_out, rng, cfg)
-    for it in range(cfg.iterations):
-        if cancel is not None and (cancel.is_set() if hasattr(cancel, "is_set") else cancel()):
-            cancelled = True
-            break
-        lr = lr_at(it)
-        for g in opt.param_groups:
-            g["lr"] = lr
-        x, y, w = (t.to(device, non_blocking=True) for t in next(batches))
-        if bf16:
-            x = x.contiguous(memory_format=torch.channels_last)
-            ctx = torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-        else:
-            ctx = contextlib.nullcontext()
-        with ctx:
-            logits = net(x)
-        loss = weighted_cross_entropy(logits, y, w)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        lv = float(loss.detach())
-        if not math.isfinite(lv):
-            raise FloatingPointError(
-                f"the loss became {lv} at iteration {it + 1}: lower the learning rate (now {cfg.learning_rate})"
-            )
-        ema = lv if ema is None else 0.95 * ema + 0.05 * lv
-        prog = Progress(it + 1, cfg.iterations, lv, lr, seconds=time.perf_counter() - t0)
-        last = it + 1 == cfg.iterations
-        if (it + 1) % cfg.validate_every == 0 or last:
-            # the best model: by validation score, or by smoothed training loss without validation data
-            if validation:
-                net.eval()
-                score = validation_scores(model, validation, device=device, precision=precision)["score"]
-                net.train()
-                prog.validation_score = score
-            else:
-                score = -ema
-            if best_score is None or score >= best_score:
-                best_score, best_iter = score, it + 1
-                best_state = copy.deepcopy(net.state_dict())
-                save_best()
-        prog.best_score = best_score
-        history.append(prog)
-        if callback is not None:
-            callback(prog)
-    batches.close()  # stops tile workers, if any
-    if best_iter == 0:
-        # cancelled before any checkpoint: the latest weights are the best we have
-        best_state = copy.deepcopy(net.state_dict())
-        best_iter = len(history)
-    net.load_state_dict(best_state)
-    net.eval()
-    net.to("cpu").to(memory_format=torch.contiguous_format)
-    model.provenance.update(
-        {
+    def card(best_iteration: int, finished: bool) -> dict:
+        # the file's own provenance: where it starts from and how far it got, never the start
+        # model's card (that one is kept under "start_provenance")
+        prov = {
             "trained_from": start_name,
             "iterations": len(history),
-            "best_iteration": best_iter,
+            "iterations_planned": cfg.iterations,
+            "best_iteration": best_iteration,
+            "finished": finished,
             "training_images": len(examples),
             "annotated_pixels": int(n_ann.sum()),
             "training": asdict(cfg),
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
-    )
-    if checkpoint is not None and history:
-        save_model(model, checkpoint)
-    return TrainingResult(model, history, best_iter, best_score, cancelled, time.perf_counter() - t0)
+        if best_score is not None and validation:
+            prov["best_validation_score"] = float(best_score)
+        if start_provenance:
+            prov["start_provenance"] = start_provenance
+        return prov
+
+    def save_best():
+        if checkpoint is not None:
+            snap = copy.deepcopy(model)
+            snap.network.load_state_dict(best_state)
+            snap.provenance = card(best_iter, finished=False)
+            save_model(snap, checkpoint, overwrite=True)  # checked at entry; ours from now on
+            saved.append(checkpoint)
+
+    def finish(interrupted: bool) -> TrainingResult:
+        nonlocal best_state, best_iter
+        if best_iter == 0:
+            # stopped before any checkpoint: the latest weights are the best we have
+            best_state = copy.deepcopy(net.state_dict())
+            best_iter = len(history)
+        net.load_state_dict(best_state)
+        net.eval()
+        net.to("cpu").to(memory_format=torch.contiguous_format)
+        model.provenance = card(best_iter, finished=not interrupted and len(history) == cfg.iterations)
+        if checkpoint is not None and history:
+            save_model(model, checkpoint, overwrite=True)
+            saved.append(checkpoint)
+        return TrainingResult(model, history, best_iter, best_score, interrupted, time.perf_counter() - t0,
+                              checkpoint if saved else None)
+
+    batches = _batches(examples, pick_p, t_in, t_out, rng, cfg)
+    try:
+        for it in range(cfg.iterations):
+            if cancel is not None and (cancel.is_set() if hasattr(cancel, "is_set") else cancel()):
+                cancelled = True
+                break
+            lr = lr_at(it)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            x, y, w = (t.to(device, non_blocking=True) for t in next(batches))
+            if bf16:
+                x = x.contiguous(memory_format=torch.channels_last)
+                ctx = torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+            else:
+                ctx = contextlib.nullcontext()
+            with ctx:
+                logits = net(x)
+            loss = weighted_cross_entropy(logits, y, w)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            lv = float(loss.detach())
+            if not math.isfinite(lv):
+                raise FloatingPointError(
+                    f"the loss became {lv} at iteration {it + 1}: lower the learning rate (now {cfg.learning_rate})"
+                )
+            ema = lv if ema is None else 0.95 * ema + 0.05 * lv
+            prog = Progress(it + 1, cfg.iterations, lv, lr, seconds=time.perf_counter() - t0)
+            last = it + 1 == cfg.iterations
+            if (it + 1) % cfg.validate_every == 0 or last:
+                # the best model: by validation score, or by smoothed training loss without validation data
+                if validation:
+                    net.eval()
+                    score = validation_scores(model, validation, device=device, precision=precision)["score"]
+                    net.train()
+                    prog.validation_score = score
+                else:
+                    score = -ema
+                if best_score is None or score >= best_score:
+                    best_score, best_iter = score, it + 1
+                    best_state = copy.deepcopy(net.state_dict())
+                    save_best()
+            prog.best_score = best_score
+            history.append(prog)
+            if callback is not None:
+                callback(prog)
+    except KeyboardInterrupt as e:
+        # Ctrl-C (or SIGTERM from the command line): keep what was learnt, on disk too
+        batches.close()  # stops tile workers, if any
+        e.result = finish(interrupted=True)
+        raise
+    finally:
+        batches.close()
+    return finish(interrupted=cancelled)
