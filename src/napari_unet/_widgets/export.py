@@ -95,14 +95,15 @@ class ExportWidget(Container):
             return None
         if path.suffix.lower() not in (".tif", ".tiff"):
             path = path.with_name(path.name + ".tif")
+        existed = path.exists()  # replaced only after the user said so (io refuses otherwise)
         if not self._overwrite.allowed(path, self._status, "Save as tif"):
             return None
         data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
         try:
             if isinstance(layer, napari.layers.Labels):
-                written = write_labels(path, data)
+                written = write_labels(path, data, overwrite=existed)
             else:
-                written = write_probabilities(path, data)
+                written = write_probabilities(path, data, overwrite=existed)
         except (OSError, ValueError) as e:
             tell(self._status, f"Could not save {layer.name}: {reason(e)}", error=True)
             return None

@@ -248,12 +248,13 @@ class FinetuneWidget(Container):
         path = Path(self._path.value)
         if path.suffix.lower() != ".safetensors":
             path = path.with_name(path.name + ".safetensors")
+        existed = path.exists()  # replaced only after the user said so (io refuses otherwise)
         if not self._overwrite.allowed(path, self._status, "Save fine-tuned model"):
             return
         try:
             from napari_unet.modelfile import save_model
 
-            save_model(self.result.model, path)
+            save_model(self.result.model, path, overwrite=existed)
         except (OSError, ValueError) as e:
             tell(self._status, f"Could not save the model: {reason(e)}", error=True)
             return
