@@ -12,6 +12,7 @@ import argparse
 import json
 import sys
 import threading
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -208,14 +209,25 @@ def cmd_train(args) -> int:
     out = Path(args.output)
     if out.exists() and any(out.resolve() == Path(p).resolve() for p in [*args.images, *args.labels]):
         raise CliError("--output would overwrite an input file")
+    fine_tune = {"auto": None, "yes": True, "no": False}[args.fine_tune]
+    strokes = bool(args.model) if fine_tune is None else fine_tune
+    given = {k: v for k, v in dict(
+        iterations=args.iterations, tile=args.tile, learning_rate=args.learning_rate,
+        validate_every=args.validate_every, distillation=args.distillation, distill_distance=args.distill_distance,
+        holdout=args.holdout, train_layers=args.train_layers).items() if v is not None}
     try:
-        cfg = TrainingConfig(
-            iterations=args.iterations, tile=args.tile, learning_rate=args.learning_rate, optimizer=args.optimizer,
-            seed=args.seed, precision=args.precision, device=args.device, w0=args.w0, sigma=args.sigma,
-            batch_size=args.batch_size, validate_every=args.validate_every,
+        # fine-tuning a model takes the defaults measured for strokes, a new network the general ones
+        cfg = (TrainingConfig.for_strokes if strokes else TrainingConfig)(
+            optimizer=args.optimizer, seed=args.seed, precision=args.precision, device=args.device, w0=args.w0,
+            sigma=args.sigma, batch_size=args.batch_size, fine_tune=fine_tune, **given,
         )
     except ValueError as e:
         raise CliError(str(e)) from None
+    from .train import check_annotations
+
+    told = check_annotations([p[1] for p in pairs])
+    for msg in told:
+        print(f"napari-unet: warning: {msg}", file=sys.stderr)
     from tqdm import tqdm
 
     bar = tqdm(total=cfg.iterations, desc="training", unit="it", disable=args.quiet, dynamic_ncols=True)
@@ -229,8 +241,11 @@ def cmd_train(args) -> int:
         bar.set_postfix(post, refresh=False)
 
     try:
-        res = train(model, [p[0] for p in pairs], [p[1] for p in pairs], cfg, validation=val, callback=cb,
-                    cancel=cancel, checkpoint=out, channel_axis=_channel_axis(args.channel_axis))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # printed here, in plain words, instead
+            res = train(model, [p[0] for p in pairs], [p[1] for p in pairs], cfg, validation=val, callback=cb,
+                        cancel=cancel, checkpoint=out, channel_axis=_channel_axis(args.channel_axis),
+                        image_names=[Path(p).name for p in args.images])
     except KeyboardInterrupt:
         bar.close()
         print(f"interrupted: the best model so far is in {out}" if out.exists() else "interrupted", file=sys.stderr)
@@ -238,8 +253,16 @@ def cmd_train(args) -> int:
     except ValueError as e:
         raise CliError(str(e)) from None
     bar.close()
-    best = f", best validation score {res.best_score:.4f}" if val and res.best_score is not None else ""
-    print(f"trained {len(res.history)} iterations in {res.seconds:.0f} s (best iteration {res.best_iteration}{best}) -> {out}")
+    for msg in res.warnings:
+        if msg not in told:
+            print(f"napari-unet: warning: {msg}", file=sys.stderr)
+    best = ""
+    if res.best_score is not None and res.scored_on != "training loss":
+        best = f", best {res.scored_on} score {res.best_score:.4f}"
+        if res.start_score is not None:
+            best += f", start model {res.start_score:.4f}"
+    what = "kept the start model" if res.kept_start else f"best iteration {res.best_iteration}"
+    print(f"trained {len(res.history)} iterations in {res.seconds:.0f} s ({what}{best}) -> {out}")
     return 0
 
 
@@ -317,14 +340,24 @@ def build_parser() -> argparse.ArgumentParser:
                         "binary: nonzero foreground; membranes: ISBI 2012 style (255 interior, 0 membrane)")
     p.add_argument("--model", help="start from this built-in model or file (default: a new network)")
     p.add_argument("--output", required=True, help="model file to write (used exactly as given)")
-    p.add_argument("--iterations", type=int, default=500)
-    p.add_argument("--learning-rate", type=float, default=1e-3)
+    p.add_argument("--iterations", type=int, help="default: 150 when fine-tuning (measured for strokes), else 500")
+    p.add_argument("--learning-rate", type=float, help="default: 1e-4 when fine-tuning, else 1e-3")
     p.add_argument("--optimizer", default="adam", choices=["adam", "sgd"], help="sgd: the paper's, momentum 0.99")
-    p.add_argument("--tile", type=int, default=428)
+    p.add_argument("--tile", type=int, help="input tile edge; default: 252 when fine-tuning, else 428")
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--validation-images", nargs="+")
     p.add_argument("--validation-labels", nargs="+")
-    p.add_argument("--validate-every", type=int, default=50)
+    p.add_argument("--validate-every", type=int, help="default: 25 when fine-tuning, else 50")
+    p.add_argument("--fine-tune", default="auto", choices=["auto", "yes", "no"],
+                   help="fine-tuning safeguards (distillation, hold-out, keep the start model unless beaten); "
+                        "auto: yes when --model is a trained model")
+    p.add_argument("--distillation", type=float,
+                   help="fine-tuning: weight of the start model's predictions on unpainted pixels (0 = off; default 1)")
+    p.add_argument("--distill-distance", type=float,
+                   help="fine-tuning: pixels over which the start model's say grows away from the strokes")
+    p.add_argument("--holdout", type=float,
+                   help="fine-tuning without validation data: share of painted objects held out to check (0 = none)")
+    p.add_argument("--train-layers", choices=["all", "decoder"], help="decoder: freeze the contracting path")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--precision", default="auto", choices=["auto", "float32", "bfloat16"],
                    help="auto: bfloat16 autocast where the hardware runs it natively, else float32")

@@ -44,7 +44,7 @@ from scipy import ndimage as ndi
 from .augment import augment
 from .device import resolve_device
 from .labels import separate_touching, to_classes, validate_labels
-from .model import output_size, valid_input_size
+from .model import alignment, output_size, valid_input_size
 from .modelfile import SegmentationModel, save_model
 from .predict import resolve_precision
 from .tiling import reflect_index
@@ -74,7 +74,8 @@ class TrainingConfig:
     :meth:`for_strokes` gives the defaults measured for fine-tuning from a few strokes.
 
     Fine-tuning options (used when ``fine_tune`` is true; ``None`` = true for a model that has
-    been trained before, i.e. whose provenance is not empty, false for a new network):
+    been trained before, i.e. whose provenance records training (``trained_from``,
+    ``training``, ``training_data`` or ``source``), false for a new network):
     ``distillation`` weighs the KL divergence to the start model on unpainted pixels (0 = off),
     ramping up with the distance from the strokes over ``distill_distance`` pixels and scaled
     by the start model's confidence (``distill_confidence``); ``free_tiles`` is the fraction of
@@ -110,7 +111,7 @@ class TrainingConfig:
     stratify: bool = True  # tile centres drawn per painted class (and cell gaps), not per pixel
     fine_tune: bool | None = None  # None: fine-tuning when the model has been trained before
     distillation: float = 1.0  # weight of the KL term to the frozen start model (fine-tuning only)
-    distill_distance: float = 32.0  # pixels: the KL weight ramps from 0 at a stroke to 1 beyond this
+    distill_distance: float = 8.0  # pixels: the KL weight ramps from 0 at a stroke to ~1 at twice this
     distill_confidence: bool = True  # scale the KL weight by the start model's confidence
     free_tiles: float = 0.25  # fine-tuning with distillation: share of tiles centred anywhere
     holdout: float = 0.2  # fine-tuning without validation data: share of painted objects held out
@@ -146,7 +147,7 @@ class TrainingConfig:
 
 
 #: fine-tuning from strokes: chosen by measurement (docs/training.md, "Defaults for strokes")
-STROKE_DEFAULTS = dict(iterations=200, learning_rate=3e-4, tile=252, validate_every=20, fine_tune=True)
+STROKE_DEFAULTS = dict(iterations=150, learning_rate=1e-4, tile=252, validate_every=25, fine_tune=True)
 
 
 @dataclass
@@ -257,7 +258,7 @@ def holdout_split(labels_list, fraction: float = 0.2, seed: int = 0, min_objects
     return train_l, held_l
 
 
-def distillation_weight(painted: np.ndarray, probabilities: np.ndarray | None, distance: float = 32.0,
+def distillation_weight(painted: np.ndarray, probabilities: np.ndarray | None, distance: float = 8.0,
                         confidence: bool = True) -> np.ndarray:
     """Weight (float32, (H, W)) of the distillation term at each pixel.
 
@@ -469,6 +470,10 @@ def _window_probabilities(net, model: SegmentationModel, image: np.ndarray, y0: 
     config = model.config
     same = config.padding == "same"
     margin = SAME_HALO if same else context_margin(config)
+    # windows start on the pooling grid, as the tiles of inference do (same output there)
+    a = alignment(config)
+    dy, dx = y0 % a, x0 % a
+    y0, x0, h0, w0, h, w = y0 - dy, x0 - dx, h, w, h + dy, w + dx
     th, tw = _min_tile_for(config, h, margin), _min_tile_for(config, w, margin)
     H, W = image.shape[-2:]
     ys = reflect_index(np.arange(y0 - margin, y0 - margin + th), H)
@@ -480,7 +485,7 @@ def _window_probabilities(net, model: SegmentationModel, image: np.ndarray, y0: 
     with torch.inference_mode(), ctx:
         y = torch.softmax(net(x).float(), dim=1)[0]
     y = y[:, margin : margin + h, margin : margin + w] if same else y[:, :h, :w]
-    return y.cpu().numpy()
+    return y[:, dy : dy + h0, dx : dx + w0].cpu().numpy()
 
 
 def _predicted_classes(probs: np.ndarray, model: SegmentationModel) -> np.ndarray:
@@ -562,8 +567,12 @@ def validation_scores(model: SegmentationModel, pairs, device="auto", precision=
 # --------------------------------------------------------------------------- the loop
 
 
+#: provenance keys that say a model's weights were trained (by napari-unet or elsewhere)
+TRAINED_KEYS = ("trained_from", "training", "training_data", "source")
+
+
 def _has_been_trained(model: SegmentationModel) -> bool:
-    return bool(model.provenance)
+    return any(k in model.provenance for k in TRAINED_KEYS)
 
 
 def _count_objects(labels_list) -> dict:
