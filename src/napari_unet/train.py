@@ -435,8 +435,8 @@ def _regions_of(ex_index: int, classes: np.ndarray, chunk: int = 256, pad: int =
 def _stand_ins(examples: list[_Example], far_from_strokes: list[np.ndarray], cls: int, rng: np.random.Generator,
                n: int = 4, size: int = 48) -> list[_Region]:
     """Windows of pixels the start model is sure belong to class ``cls`` (p > 0.9) and far from
-    any stroke (``far_from_strokes`` masks): they stand in for a class the held-out strokes lack,
-    so that a model that turns unpainted background into cells (or the reverse) scores worse
+    any stroke (``far_from_strokes`` masks): the start model's answer is the reference there, so
+    that a model that turns unpainted background into cells (or the reverse) scores worse
     than the start model."""
     pools = []
     for i, (ex, far) in enumerate(zip(examples, far_from_strokes)):
@@ -621,8 +621,6 @@ def train(
     checked = [validate_labels(lb) if np.asarray(lb).any() else np.asarray(lb) for lb in labels]
     if not any(lb.any() for lb in checked):
         raise ValueError("nothing is annotated: paint background (1) and cells (2, 3, ...) in the labels first")
-    for msg in check_annotations(checked):
-        note(msg)
     fine_tune = _has_been_trained(model) if cfg.fine_tune is None else bool(cfg.fine_tune)
     rng = np.random.default_rng(cfg.seed)
     torch.manual_seed(cfg.seed)
@@ -640,6 +638,8 @@ def train(
         if not any(h.any() for h in held_labels):
             held_labels = None
     examples = [_Example(np.asarray(im), np.asarray(lb), model, cfg, channel_axis) for im, lb in zip(images, train_labels)]
+    for msg in check_annotations(checked):  # once the input is known to be usable
+        note(msg)
     if fine_tune:
         # the frozen start model's probabilities: distillation targets and stand-in scoring pixels
         from .predict import predict_probabilities
@@ -659,6 +659,7 @@ def train(
 
     # how iterations are judged
     regions: list[_Region] = []
+    anchors: list[_Region] = []
     if fine_tune and not validation:
         if held_labels is not None:
             scored_on = "held-out strokes"
@@ -672,12 +673,13 @@ def train(
             lab = np.asarray(lb)
             if lab.any():
                 regions += _regions_of(i, to_classes(separate_touching(lab) if cfg.separate_touching else lab))
-        present = {int(c) for r in regions for c in np.unique(r.truth[r.truth >= 0])}
+        # where nobody painted and the start model was sure, it is the reference: a fine-tuned
+        # model must gain more on the held-out strokes than it loses there
         far = [ndi.distance_transform_edt(~p) > max(2 * cfg.distill_distance, 32) if p.any() else np.ones(p.shape, bool)
                for p in painted]
+        arng = np.random.default_rng(cfg.seed + 1)
         for c in range(model.config.n_classes):
-            if c not in present:
-                regions += _stand_ins(examples, far, c, np.random.default_rng(cfg.seed + 1))
+            anchors += _stand_ins(examples, far, c, arng)
     elif validation:
         scored_on = "validation"
     else:
@@ -688,7 +690,8 @@ def train(
         if validation:
             s = validation_scores(model, validation, device=device, precision=precision)["score"]
         else:
-            s = _region_score(net, model, examples, regions, device, bf16)
+            parts = [_region_score(net, model, examples, r, device, bf16) for r in (regions, anchors) if r]
+            s = float(np.mean(parts)) if parts else 0.0
         net.to(device).train()
         return s
 
