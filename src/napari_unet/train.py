@@ -567,6 +567,9 @@ def validation_scores(model: SegmentationModel, pairs, device="auto", precision=
 # --------------------------------------------------------------------------- the loop
 
 
+#: held-out pixels at which the held-out strokes weigh half as much as the agreement with the start model
+HELD_OUT_PIXELS = 1000
+
 #: provenance keys that say a model's weights were trained (by napari-unet or elsewhere)
 TRAINED_KEYS = ("trained_from", "training", "training_data", "source")
 
@@ -690,8 +693,17 @@ def train(
         if validation:
             s = validation_scores(model, validation, device=device, precision=precision)["score"]
         else:
-            parts = [_region_score(net, model, examples, r, device, bf16) for r in (regions, anchors) if r]
-            s = float(np.mean(parts)) if parts else 0.0
+            # a small held-out set is a noisy judge: it counts n / (n + HELD_OUT_PIXELS) as much as
+            # the agreement with the start model
+            parts, weights = [], []
+            if regions:
+                n = sum(int(np.count_nonzero(r.truth >= 0)) for r in regions)
+                parts.append(_region_score(net, model, examples, regions, device, bf16))
+                weights.append(n / (n + HELD_OUT_PIXELS) if anchors else 1.0)
+            if anchors:
+                parts.append(_region_score(net, model, examples, anchors, device, bf16))
+                weights.append(1.0)
+            s = float(np.average(parts, weights=weights)) if parts else 0.0
         net.to(device).train()
         return s
 
@@ -799,10 +811,12 @@ def train(
     kept_start = fine_tune and best_iter == 0
     if kept_start:
         tried = [p.validation_score for p in history if p.validation_score is not None]
-        if history:
-            note(f"Fine-tuning did not beat the start model on the {scored_on} (start {start_score:.3f}"
-                 + (f", best fine-tuned {max(tried):.3f}" if tried else "") + "): keeping the start model "
-                 f"{start_name!r} unchanged. Paint where it is wrong, both cells and background, and try again.")
+        if tried:
+            note(f"Fine-tuning did not beat the start model on the {scored_on} (start {start_score:.3f}, best "
+                 f"fine-tuned {max(tried):.3f}): keeping the start model {start_name!r} unchanged. Paint where it "
+                 "is wrong, both cells and background, and try again.")
+        elif history:
+            note(f"Stopped before the first check against the start model: keeping {start_name!r} unchanged.")
         kept = copy.deepcopy(start)
         if checkpoint is not None:
             save_model(kept, checkpoint)
