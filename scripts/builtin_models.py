@@ -4,6 +4,12 @@
     python scripts/builtin_models.py tune em-membranes    # post-processing chosen on validation images
     python scripts/builtin_models.py score em-membranes   # scores on held-out images -> docs table
     python scripts/builtin_models.py install em-membranes # float16 copy into src/napari_unet/models/
+    python scripts/builtin_models.py all fluo-nuclei --classes 3 --base-channels 32 --device cuda \
+        --workers 3 --batch-size 8 --minutes 6 --tag w32   # train, tune and score in one go (GPU)
+
+``--runs DIR`` (or $NAPARI_UNET_RUNS) puts the run files elsewhere; ``--data DIR`` reads the
+data from elsewhere than ../shared/data. The same script runs unchanged on a CUDA GPU
+(bfloat16 autocast) and on the CPU.
 
 Splits are fixed here (seeded), so that every score in docs/models.md is on images the model
 neither trained nor was tuned on.
@@ -13,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -29,7 +36,7 @@ from napari_unet.train import TrainingConfig, train
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
-RUNS = ROOT / "runs"
+RUNS = Path(os.environ.get("NAPARI_UNET_RUNS", ROOT / "runs"))
 
 
 def isbi_split():
@@ -72,11 +79,15 @@ SPECS = {
         iterations=2000,
     ),
     "fluo-nuclei": dict(
-        description="Nuclei in fluorescence microscopy (DSB2018, CTC GOWT1); one label per nucleus, touching ones split",
+        description="Nuclei in fluorescence microscopy (DSB2018, CTC GOWT1 and HeLa); one label per nucleus, "
+                    "touching ones split",
         class_names=["background", "nucleus"],
         iterations=2000,
     ),
 }
+#: three-class networks: background, cell interior, cell boundary
+CLASS_NAMES_3 = {"fluo-nuclei": ["background", "nucleus", "nucleus boundary"],
+                 "em-membranes": ["membrane", "cell interior", "cell boundary"]}
 
 
 def data(name):
@@ -84,18 +95,42 @@ def data(name):
         tr, va, te = isbi_split()
         return [isbi(i) for i in tr], [isbi(i) for i in va], {"isbi2012 slices 22-24": [isbi(i) for i in te]}
     tr, va, te = dsb_split()
-    train_pairs = [dsb(n) for n in tr] + [ctc("ctc_fluo_n2dh_gowt1", n) for n in ("t01", "t21", "t31")]
+    train_pairs = ([dsb(n) for n in tr] + [ctc("ctc_fluo_n2dh_gowt1", n) for n in ("t01", "t21", "t31")]
+                   + [ctc("ctc_fluo_n2dl_hela", "t13")])
+    val = [dsb(n) for n in va]
+    # validation also on the same images made hard (dim nuclei, debris), with seeds of their own,
+    # so that the model and its post-processing are not chosen for clean images alone
+    val += [_corrupt(p, 2000 + k) for k, p in enumerate(val)]
     return (
         train_pairs,
-        [dsb(n) for n in va],
+        val,
         {
             "dsb2018 (20 held-out images)": [dsb(n) for n in te],
-            "ctc Fluo-N2DL-HeLa t13, t52": [ctc("ctc_fluo_n2dl_hela", n) for n in ("t13", "t52")],
+            "ctc Fluo-N2DL-HeLa t52": [ctc("ctc_fluo_n2dl_hela", "t52")],
+            "dsb2018 held-out, simulated debris + dim nuclei": [_corrupt(p, k) for k, p in enumerate(
+                [dsb(n) for n in te])],
         },
     )
 
 
-def cmd_train(name, iterations=None, threads=None, precision="bfloat16", base_channels=16, start=None, lr=1e-3):
+def _corrupt(pair, k):
+    """A held-out image made to look like the widefield set the models never saw: dimmed
+    nuclei, uneven background and bright out-of-focus debris (augment.microscope with fixed,
+    strong settings and its own seed). A proxy: that set is not in ../shared/data."""
+    from napari_unet.augment import microscope
+
+    img, lab = pair
+    x = np.asarray(img, dtype=np.float32)
+    x = (x - x.min()) / max(float(np.ptp(x)), 1.0)
+    rng = np.random.default_rng(1000 + k)
+    out = microscope(x, rng, background=lab == 1, contrast_range=(0.05, 0.2), uneven=0.5, object_brightness=0.5,
+                     debris=4, gamma=0.0, blur=0.0, noise=0.02, percentiles=None)
+    return (out * 4000).astype(np.uint16), lab
+
+
+def cmd_train(name, iterations=None, threads=None, precision="bfloat16", base_channels=16, start=None, lr=1e-3,
+              classes=2, device="auto", workers=0, batch_size=1, minutes=None, tag="", max_zoom=None,
+              microscope=None, validate_every=250):
     if threads:
         torch.set_num_threads(threads)
     spec = SPECS[name]
@@ -103,37 +138,79 @@ def cmd_train(name, iterations=None, threads=None, precision="bfloat16", base_ch
     if start:  # continue from an earlier run (a file), e.g. with a lower learning rate
         model = load_model(start)
     else:
+        names = spec["class_names"] if classes == 2 else CLASS_NAMES_3[name]
         model = SegmentationModel.new(
-            UNetConfig(base_channels=base_channels, depth=5, padding="valid", dropout=0.5),
-            class_names=spec["class_names"], name=name, description=spec["description"],
+            UNetConfig(base_channels=base_channels, depth=5, padding="valid", dropout=0.5, n_classes=classes),
+            class_names=names, name=name, description=spec["description"],
         )
-    cfg = TrainingConfig(iterations=iterations or spec["iterations"], precision=precision, validate_every=250, seed=0,
-                         learning_rate=lr)
-    RUNS.mkdir(exist_ok=True)
-    out = RUNS / f"{name}.safetensors"
+    nuclei = name == "fluo-nuclei"
+    if minutes and not iterations:
+        iterations = _iterations_for(minutes, model, tr, workers, batch_size, nuclei)
+    cfg = TrainingConfig(
+        iterations=iterations or spec["iterations"], precision=precision, validate_every=validate_every, seed=0,
+        tile=572,
+        learning_rate=lr, device=device, workers=workers, batch_size=batch_size,
+        max_zoom=max_zoom if max_zoom is not None else (2.0 if nuclei else 1.25),
+        microscope=microscope if microscope is not None else (0.5 if nuclei else 0.0),
+    )
+    RUNS.mkdir(parents=True, exist_ok=True)
+    out = RUNS / f"{name}{tag}.safetensors"
     t0 = time.time()
+    cancel = None
+    if minutes:  # a time budget: stop (keeping the best model) when it is spent
+        def cancel():
+            return time.time() - t0 > minutes * 60
 
     def cb(p):
         if p.iteration % 50 == 0 or p.validation_score is not None:
-            print(f"{name} it {p.iteration} loss {p.loss:.4f} val {p.validation_score} best {p.best_score} "
+            print(f"{name}{tag} it {p.iteration} loss {p.loss:.4f} val {p.validation_score} best {p.best_score} "
                   f"{time.time() - t0:.0f}s", flush=True)
 
-    res = train(model, [p[0] for p in tr], [p[1] for p in tr], cfg, validation=va, callback=cb, checkpoint=out)
+    res = train(model, [p[0] for p in tr], [p[1] for p in tr], cfg, validation=va, callback=cb, checkpoint=out,
+                cancel=cancel)
+    cmd = f"python scripts/builtin_models.py train {name} --iterations {cfg.iterations}"
+    cmd += f" --start {start} --lr {lr}" if start else f" --base-channels {base_channels} --classes {classes}"
+    if device != "auto":
+        cmd += f" --device {device} --workers {workers} --batch-size {batch_size}"
     res.model.provenance.update({"training_data": name_data(name), "training_seconds": round(res.seconds),
-                                 "command": f"python scripts/builtin_models.py train {name} --iterations {cfg.iterations}"
-                                            + (f" --start {start} --lr {lr}" if start else f" --base-channels {base_channels}"),
-                                 "threads": torch.get_num_threads()})
+                                 "iterations_done": len(res.history), "command": cmd,
+                                 "device": torch.cuda.get_device_name() if torch.cuda.is_available() and device != "cpu"
+                                 else "cpu", "threads": torch.get_num_threads()})
     save_model(res.model, out)
-    print(f"{name}: {res.seconds:.0f} s, best iteration {res.best_iteration}, score {res.best_score}")
+    print(f"{name}{tag}: {res.seconds:.0f} s, {len(res.history)} iterations, best iteration {res.best_iteration}, "
+          f"score {res.best_score}", flush=True)
+    return out
+
+
+def _iterations_for(minutes, model, pairs, workers, batch_size, nuclei):
+    """Iterations that fit in ``minutes`` when preparing tiles is the bottleneck (a GPU): the
+    time of one tile measured here, ``workers`` processes preparing them."""
+    from napari_unet.train import TrainingConfig, _Example, _input_tile, _sample
+
+    cfg = TrainingConfig(tile=572, max_zoom=2.0 if nuclei else 1.25, microscope=0.5 if nuclei else 0.0)
+    rng = np.random.default_rng(0)
+    t_in, t_out = _input_tile(model, cfg.tile)
+    exs = [_Example(*pairs[i], model, cfg) for i in range(0, len(pairs), max(1, len(pairs) // 4))]
+    t = time.time()
+    for k in range(12):
+        _sample(exs[k % len(exs)], t_in, t_out, rng, cfg)
+    per_tile = (time.time() - t) / 12
+    n = int(0.8 * minutes * 60 * max(1, workers) / (per_tile * batch_size))
+    print(f"{per_tile:.3f} s per tile -> {n} iterations in {minutes} min", flush=True)
+    return max(50, n)
 
 
 def name_data(name):
     if name == "em-membranes":
         return "ISBI 2012 training volume slices 0-19 (validation 20-21; test 22-24)"
-    return "DSB2018 stage1 train (fixed release), 90 grey fluorescence images, + CTC Fluo-N2DH-GOWT1 t01,t21,t31"
+    return ("DSB2018 stage1 train (fixed release), 90 grey fluorescence images, + CTC Fluo-N2DH-GOWT1 t01,t21,t31 "
+            "+ CTC Fluo-N2DL-HeLa t13")
 
 
-def _grid(name):
+def _grid(name, classes=2):
+    if classes == 3:
+        return [dict(threshold=t, seed_threshold=s, min_size=15, smooth=sm, fill_holes=True)
+                for t in (0.5, 0.6, 0.7, 0.8, 0.9) for s in (0.4, 0.5, 0.6) for sm in (0, 1)]
     if name == "em-membranes":
         return [dict(threshold=t, seed_threshold=0, min_size=m, smooth=sm, fill_holes=False)
                 for t in (0.5, 0.6, 0.7, 0.8, 0.9) for m in (0, 20, 50) for sm in (0, 1)]
@@ -141,16 +218,16 @@ def _grid(name):
             for s in (0, 0.8, 0.9) for m in (0, 15, 40) for sm in (0, 1, 2)]
 
 
-def _score(name, model, pairs, post, precision="float32", probs_cache=None):
+def _score(name, model, pairs, post, precision="float32", probs_cache=None, tta=False, device="auto"):
     from napari_unet import metrics as M
-    from napari_unet.predict import labels_from_model_output, predict_probabilities
+    from napari_unet.predict import foreground_probability, labels_from_model_output, predict_probabilities
 
     rows = []
     for k, (img, lab) in enumerate(pairs):
         if probs_cache is not None and k in probs_cache:
             probs = probs_cache[k]
         else:
-            probs = predict_probabilities(img, model, precision=precision)
+            probs = predict_probabilities(img, model, precision=precision, tta=tta, device=device)
             if probs_cache is not None:
                 probs_cache[k] = probs
         pred = labels_from_model_output(probs, model, **post)
@@ -158,68 +235,90 @@ def _score(name, model, pairs, post, precision="float32", probs_cache=None):
         r = M.evaluate(pred, truth)
         # the pixel error of the network's own decision (argmax, threshold 0.5), as in the
         # ISBI protocol; the labels' pixel error depends on the post-processing threshold
-        r["pixel_error_argmax"] = M.pixel_error(probs[model.foreground_class] > 0.5, truth > 0)
+        r["pixel_error_argmax"] = M.pixel_error(foreground_probability(probs, model) > 0.5, truth > 0)
         rows.append(r)
     keys = rows[0].keys()
     return {k: float(np.mean([r[k] for r in rows])) for k in keys}
 
 
-def cmd_tune(name):
-    model = load_model(RUNS / f"{name}.safetensors")
+def cmd_tune(name, tag="", device="auto"):
+    model = load_model(RUNS / f"{name}{tag}.safetensors")
     _, va, _ = data(name)
     cache = {}
     key = "rand_error" if name == "em-membranes" else "ap50"
     best = None
-    for post in _grid(name):
-        s = _score(name, model, va, post, probs_cache=cache)
+    for post in _grid(name, model.config.n_classes):
+        s = _score(name, model, va, post, probs_cache=cache, device=device)
         val = -s[key] if key == "rand_error" else s[key]
         if best is None or val > best[0]:
             best = (val, post, s)
-    print("best post-processing on validation:", best[1], best[2])
+    print("best post-processing on validation:", best[1], best[2], flush=True)
     model.postprocessing = best[1]
-    save_model(model, RUNS / f"{name}.safetensors")
+    save_model(model, RUNS / f"{name}{tag}.safetensors")
 
 
-def cmd_score(name, precision="float32"):
-    model = load_model(RUNS / f"{name}.safetensors")
+def cmd_score(name, precision="float32", tag="", device="auto", tta=False):
+    model = load_model(RUNS / f"{name}{tag}.safetensors")
     _, _, tests = data(name)
     res = {}
     for label, pairs in tests.items():
-        t = time.time()
-        res[label] = _score(name, model, pairs, {}, precision=precision)
-        res[label]["seconds"] = round(time.time() - t, 1)
-    print(json.dumps({"model": name, "precision": precision, "scores": res}, indent=1))
+        for use_tta in ((False, True) if tta else (False,)):
+            t = time.time()
+            key = label + (" (8x test-time augmentation)" if use_tta else "")
+            res[key] = _score(name, model, pairs, {}, precision=precision, device=device, tta=use_tta)
+            res[key]["seconds"] = round(time.time() - t, 1)
+    print(json.dumps({"model": name + tag, "precision": precision, "scores": res}, indent=1), flush=True)
     model.provenance["scores"] = {k: {m: round(v, 4) for m, v in d.items()} for k, d in res.items()}
     if precision == "float32":
-        save_model(model, RUNS / f"{name}.safetensors")
+        save_model(model, RUNS / f"{name}{tag}.safetensors")
+    return res
 
 
-def cmd_install(name):
-    model = load_model(RUNS / f"{name}.safetensors")
+def cmd_install(name, tag=""):
+    model = load_model(RUNS / f"{name}{tag}.safetensors")
     dst = ROOT / "src" / "napari_unet" / "models" / f"{name}.safetensors"
     save_model(model, dst, dtype=torch.float16)
     print("wrote", dst, dst.stat().st_size // 1024, "KiB")
 
 
 def main(argv=None):
+    global RUNS, DATA
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("step", choices=["train", "tune", "score", "install"])
+    ap.add_argument("step", choices=["train", "tune", "score", "install", "all"])
     ap.add_argument("name", choices=sorted(SPECS))
     ap.add_argument("--iterations", type=int)
     ap.add_argument("--threads", type=int)
     ap.add_argument("--precision", default=None)
     ap.add_argument("--base-channels", type=int, default=16)
+    ap.add_argument("--classes", type=int, default=2, choices=[2, 3], help="3: background / interior / boundary")
     ap.add_argument("--start", help="continue training this model file")
     ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--workers", type=int, default=0, help="processes preparing training tiles")
+    ap.add_argument("--batch-size", type=int, default=1)
+    ap.add_argument("--minutes", type=float, help="stop training after this many minutes (keeps the best model)")
+    ap.add_argument("--max-zoom", type=float)
+    ap.add_argument("--microscope", type=float)
+    ap.add_argument("--validate-every", type=int, default=250)
+    ap.add_argument("--tag", default="", help="suffix of the run file name (runs/NAME<tag>.safetensors)")
+    ap.add_argument("--tta", action="store_true", help="score also with 8x test-time augmentation")
+    ap.add_argument("--runs", help="folder for run files (default runs/)")
+    ap.add_argument("--data", help="data folder (default ../shared/data)")
     a = ap.parse_args(argv)
-    if a.step == "train":
-        cmd_train(a.name, a.iterations, a.threads, a.precision or "bfloat16", a.base_channels, a.start, a.lr)
-    elif a.step == "tune":
-        cmd_tune(a.name)
-    elif a.step == "score":
-        cmd_score(a.name, a.precision or "float32")
-    else:
-        cmd_install(a.name)
+    if a.runs:
+        RUNS = Path(a.runs)
+    if a.data:
+        DATA = Path(a.data)
+    if a.step in ("train", "all"):
+        cmd_train(a.name, a.iterations, a.threads, a.precision or "bfloat16", a.base_channels, a.start, a.lr,
+                  a.classes, a.device, a.workers, a.batch_size, a.minutes, a.tag, a.max_zoom, a.microscope,
+                  a.validate_every)
+    if a.step in ("tune", "all"):
+        cmd_tune(a.name, a.tag, a.device)
+    if a.step in ("score", "all"):
+        cmd_score(a.name, a.precision if a.step == "score" and a.precision else "float32", a.tag, a.device, a.tta)
+    if a.step == "install":
+        cmd_install(a.name, a.tag)
 
 
 if __name__ == "__main__":

@@ -1,11 +1,13 @@
-"""Screenshots of the napari-unet widgets in use on real images, for docs/plugin.md.
+"""Screenshots of the napari-unet panel in use on real images, for docs/plugin.md, taken from
+a real napari window the size of the screen.
 
-    xvfb-run -a -s "-screen 0 1600x1000x24" python scripts/screenshots.py            # docs/screenshots/*.png
-    xvfb-run -a -s "-screen 0 1600x1000x24" python scripts/screenshots.py --timings  # widget-open times
+    xvfb-run -a -s "-screen 0 1366x768x24" python scripts/screenshots.py --size 1366x768
+    xvfb-run -a -s "-screen 0 1600x1000x24" python scripts/screenshots.py --size 1600x1000
+    xvfb-run -a -s "-screen 0 1600x1000x24" python scripts/screenshots.py --timings  # panel-open time
 
-Uses the built-in models (``fluo-nuclei``, ``em-membranes``) and, for the fine-tuning scene,
-the StarDist DSB2018 sample with its masks from ../shared/data when present (else the packaged
-nuclei sample with strokes taken from the model's own labels).
+writes docs/screenshots/<scene>-<size>.png. Uses the built-in models and, for the fine-tuning
+scenes, HeLa nuclei from ../shared/data when present (else the packaged nuclei sample with
+strokes taken from the model's own labels).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ OUT = ROOT / "docs" / "screenshots"
 SHARED = ROOT.parent / "shared" / "data" / "stardist_dsb2018_sample"
 HELA = ROOT.parent / "shared" / "data" / "ctc_fluo_n2dl_hela"
 PLUGIN = "napari-unet"
+SIZE = (1366, 768)
 
 
 def wait(predicate, timeout=900.0):
@@ -38,20 +41,26 @@ def wait(predicate, timeout=900.0):
         time.sleep(0.01)
 
 
-def viewer_with(*widgets):
+def viewer_with(*open_sections):
+    """A napari window the size of the screen with the U-Net panel docked, ``open_sections``
+    expanded and the others collapsed."""
     import napari
 
     viewer = napari.Viewer(show=True, title="napari U-Net")
-    viewer.window.resize(1500, 950)
-    docks = [viewer.window.add_plugin_dock_widget(PLUGIN, w)[1] for w in widgets]
-    return viewer, docks
+    viewer.window._qt_window.resize(*SIZE)
+    _, panel = viewer.window.add_plugin_dock_widget(PLUGIN, "U-Net")
+    for title, section in panel.sections.items():
+        section.expand() if title in open_sections else section.collapse()
+    return viewer, panel
 
 
-def shot(viewer, name):
+def shot(viewer, name, close=True):
     wait(lambda: True)
-    viewer.screenshot(str(OUT / name), canvas_only=False)
-    print("wrote", OUT / name)
-    viewer.close()
+    path = OUT / f"{name}-{SIZE[0]}x{SIZE[1]}.png"
+    viewer.screenshot(str(path), canvas_only=False)
+    print("wrote", path)
+    if close:
+        viewer.close()
 
 
 def idle(widget):
@@ -97,7 +106,8 @@ def finetune_hela():
 
     frames = {t: (tifffile.imread(HELA / "images" / f"{t}.tif"), tifffile.imread(HELA / "labels" / f"{t}.tif"))
               for t in ("t13", "t52")}
-    viewer, (fw,) = viewer_with("Annotate and fine-tune")
+    viewer, panel = viewer_with("Annotate and fine-tune")
+    fw = panel.finetune
     for t, (image, truth) in frames.items():
         layer = viewer.add_image(image, name=t, visible=t == "t52",
                                  contrast_limits=tuple(np.percentile(image, (1, 99.8))))
@@ -110,25 +120,25 @@ def finetune_hela():
             ids = np.random.default_rng(0).choice([i for i in np.unique(truth) if i], 12, replace=False)
             ann.data = strokes(truth, ids)
     fw._valid.value = viewer.layers["t13 annotations"]
-    job = segment_layer(viewer, viewer.layers["t52"])  # the model as it is: the "before" picture
+    job = segment_layer(viewer, viewer.layers["t52"], status=panel.segment._status)  # the "before" picture
     wait(lambda: not job.running)
-    viewer.layers["t52 probabilities"].visible = False
+    viewer.layers["t52 nucleus probability"].visible = False
     viewer.layers.move(viewer.layers.index("t52 annotations"), len(viewer.layers))
     viewer.layers.selection.active = viewer.layers["t52 annotations"]
     before = viewer.layers["t52 labels"].data.copy()
     from napari_unet import segment
 
     t13_before = average_precision(segment(frames["t13"][0], session_model()).labels, frames["t13"][1])
-    wait(lambda: True)
-    viewer.screenshot(str(OUT / "annotate.png"), canvas_only=False)
-    print("wrote", OUT / "annotate.png")
+    shot(viewer, "annotate", close=False)
     start_finetuning(fw)
     after = viewer.layers["t52 labels"].data
     print(f"AP50 on t52 (12 nuclei painted): {average_precision(before, frames['t52'][1]):.2f} -> "
           f"{average_precision(after, frames['t52'][1]):.2f}")
     t13_after = average_precision(segment(frames["t13"][0], session_model()).labels, frames["t13"][1])
     print(f"AP50 on t13 (validation frame): {t13_before:.2f} -> {t13_after:.2f}")
-    shot(viewer, "finetune.png")
+    print("best iteration:", fw.result.best_iteration)
+    panel.scroll.ensureWidgetVisible(fw._plot)
+    shot(viewer, "finetune")
 
 
 def session_model():
@@ -142,46 +152,43 @@ def finetune_sample():
     from napari_unet import segment
     from napari_unet.samples import sample_image
 
-    viewer, (fw,) = viewer_with("Annotate and fine-tune")
+    viewer, panel = viewer_with("Annotate and fine-tune")
     image = sample_image("nuclei")
     instances = segment(image, session_model()).labels
     viewer.add_image(image, name="cells")
-    fw._new.native.click()
+    panel.finetune._new.native.click()
     ids = [i for i in np.unique(instances) if i]
     viewer.layers["cells annotations"].data = strokes(instances, ids[:8:2])
-    start_finetuning(fw)
-    shot(viewer, "finetune.png")
+    shot(viewer, "annotate", close=False)
+    start_finetuning(panel.finetune)
+    panel.scroll.ensureWidgetVisible(panel.finetune._plot)
+    shot(viewer, "finetune")
 
 
 def scenes(model_name: str):
     from napari_unet._widgets._session import session
     from napari_unet.samples import sample_image
 
-    # 1. Model
-    viewer, (mw,) = viewer_with("Model")
-    viewer.add_image(sample_image("nuclei"), name="nuclei")
-    mw._builtin.value = model_name
+    # 1. Model and Segment (the panel as it opens), on the nuclei sample
+    viewer, panel = viewer_with("Model", "Segment")
+    viewer.open_sample(PLUGIN, "nuclei")
+    panel.model._builtin.value = model_name
     wait(lambda: session.source == model_name)
-    shot(viewer, "model.png")
+    panel.segment._run.native.click()
+    wait(idle(panel.segment))
+    shot(viewer, "segment")
 
-    # 2. Segment
-    viewer, (sw,) = viewer_with("Segment")
-    viewer.add_image(sample_image("nuclei"), name="nuclei")
-    sw._run.native.click()
-    wait(idle(sw))
-    shot(viewer, "segment.png")
-
-    # 3. Annotate and fine-tune
-    data = real_nuclei()
+    # 2. Annotate and fine-tune
     if HELA.is_dir():
         finetune_hela()
     else:
         finetune_sample()
 
-    # 4. Border-weight preview on fully annotated nuclei (convention: 1 = background, 2.. = cells)
+    # 3. Border-weight preview on fully annotated nuclei (convention: 1 = background, 2.. = cells)
     from napari_unet.labels import from_instances
 
-    viewer, (ww,) = viewer_with("Border-weight preview")
+    data = real_nuclei()
+    viewer, panel = viewer_with("Border-weight preview")
     if data is None:
         from napari_unet import segment
 
@@ -190,45 +197,39 @@ def scenes(model_name: str):
     else:
         image, instances = data
     viewer.add_image(image, name="cells")
-    viewer.add_labels(from_instances(instances), name="cells ground truth", opacity=0.35)
+    viewer.add_labels(from_instances(instances), name="cells annotations", opacity=0.35)
+    ww = panel.weights
+    ww._source.value = viewer.layers["cells annotations"]
     ww._show.value = True
     wait(lambda: ww.updates >= 1)
     viewer.scene.camera.zoom *= 2.0
-    shot(viewer, "weights.png")
+    shot(viewer, "weights")
 
-    # 5. Export
-    viewer, (xw,) = viewer_with("Export")
-    from napari_unet import load_model, segment
-
-    image = sample_image("nuclei")
-    viewer.add_image(image, name="nuclei")
-    viewer.add_labels(segment(image, load_model(model_name)).labels, name="nuclei labels")
-    xw._layer.value = viewer.layers["nuclei labels"]
-    xw._path.value = Path("~/results/nuclei labels.tif").expanduser()
-    shot(viewer, "export.png")
+    # 4. Export, beside the image
+    viewer, panel = viewer_with("Export")
+    viewer.open_sample(PLUGIN, "nuclei")
+    panel.segment._run.native.click()
+    wait(idle(panel.segment))
+    panel.export._path.value = Path("~/results/nuclei labels.tif").expanduser()
+    shot(viewer, "export")
 
 
 def timings():
-    """Seconds to open each widget from the Plugins menu (first open imports its module)."""
+    """Seconds to open the panel from the Plugins menu (the first open imports its modules;
+    torch is imported in the background by the first model load)."""
     import napari
 
     from napari_unet._widgets._session import session
 
-    # the Model widget last: it starts loading the default model (importing torch) in the background
-    names = ["Segment", "Annotate and fine-tune", "Border-weight preview", "Export", "Model"]
     viewer = napari.Viewer(show=True)
     viewer.add_image(np.zeros((64, 64), np.uint8), name="image")
-    viewer.add_labels(np.zeros((64, 64), np.uint8), name="labels")
     wait(lambda: True)
-    widgets = {}
-    for name in names:
-        t0 = time.perf_counter()
-        _, widgets[name] = viewer.window.add_plugin_dock_widget(PLUGIN, name)
-        dt = time.perf_counter() - t0
-        print(f"{name:24s} {dt * 1000:7.0f} ms   torch imported by then: {'torch' in sys.modules}")
-    model_widget = widgets["Model"]
     t0 = time.perf_counter()
-    wait(lambda: model_widget._job is not None and not model_widget._job.running)
+    _, panel = viewer.window.add_plugin_dock_widget(PLUGIN, "U-Net")
+    dt = time.perf_counter() - t0
+    print(f"U-Net panel opened in {dt * 1000:.0f} ms; torch imported by then: {'torch' in sys.modules}")
+    t0 = time.perf_counter()
+    wait(lambda: panel.model._job is not None and not panel.model._job.running)
     print(f"default model loaded {time.perf_counter() - t0:.1f} s later, in the background;"
           f" current model: {session.source or 'none'}")
     viewer.close()
@@ -238,7 +239,10 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--timings", action="store_true", help="only measure how long each widget takes to open")
     ap.add_argument("--model", default="fluo-nuclei", help="model for the nuclei scenes")
+    ap.add_argument("--size", default="1366x768", help="window size, the size of the virtual screen")
     args = ap.parse_args()
+    global SIZE
+    SIZE = tuple(int(v) for v in args.size.lower().split("x"))
     if args.timings:
         timings()
         return

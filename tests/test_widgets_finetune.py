@@ -8,7 +8,7 @@ import pytest
 pytest.importorskip("napari")
 pytest.importorskip("pytestqt")
 
-from napari_unet._widgets._layers import info  # noqa: E402
+from napari_unet._widgets._layers import info, is_error  # noqa: E402
 from napari_unet._widgets.finetune import FinetuneWidget  # noqa: E402
 from napari_unet._widgets.weights import WeightsWidget  # noqa: E402
 
@@ -55,8 +55,12 @@ def test_annotate_finetune_resegment_save_reload(make_napari_viewer, qtbot, sess
     losses = [p.loss for p in res.history]
     assert np.mean(losses[-5:]) < np.mean(losses[:5])
     assert len(w._plot.it) == 20 and len(w._plot.score) >= 3  # live loss and validation curve
+    assert not w._plot.isHidden() and w._plot.grab().width() > 0  # drawn (QPainter, no matplotlib)
     assert session.model is res.model and session.model.name == "tiny-finetuned"
+    # the model says what it is now, not what it was
+    assert session.model.description.startswith("tiny fine-tuned in napari on 1 image(s) (2 painted cells")
     assert viewer.layers["blobs labels"].data.shape == image.shape  # re-segmented
+    assert "blobs: " in w._status.value and "found with tiny-finetuned" in w._status.value
     assert np.array_equal(viewer.layers["check"].data, _rows(painted, 55, None))  # user layer untouched
 
     w._path.value = tmp_path / "finetuned"  # the suffix is added
@@ -65,6 +69,12 @@ def test_annotate_finetune_resegment_save_reload(make_napari_viewer, qtbot, sess
     for k, v in res.model.network.state_dict().items():
         assert np.array_equal(v.numpy(), again.network.state_dict()[k].numpy())
     assert again.provenance["trained_from"] == "tiny"
+    assert again.description == session.model.description
+    before = (tmp_path / "finetuned.safetensors").read_bytes()
+    session.model.description = "changed"
+    w._save.native.click()  # the file exists: asks first
+    assert "exists already" in w._status.value
+    assert (tmp_path / "finetuned.safetensors").read_bytes() == before
 
 
 def _rows(painted, start, stop):
@@ -74,23 +84,36 @@ def _rows(painted, start, stop):
 
 
 def test_finetune_cancel_keeps_best_model_and_nothing_painted_is_reported(make_napari_viewer, qtbot, session,
-                                                                           tiny_model, blobs):
+                                                                           tiny_model, blobs, monkeypatch):
+    from napari.utils.notifications import notification_manager
+
+    toasts = []
+    notification_manager.notification_ready.connect(lambda n: toasts.append(n.message))
     image, painted = blobs
     viewer, w = open_finetune(make_napari_viewer, session, tiny_model, image)
     w._new.native.click()
     w._train.native.click()  # nothing painted yet
     assert "Nothing painted" in w._status.value and w.job is None
+    assert is_error(w._status)  # shown in red where the user acted, no lingering toast
 
     viewer.layers["blobs annotations"].data = painted
     w._iterations.value = 10_000
     w._tile.value = 124
+    import napari_unet.train  # the engine's plain-words checks of the painting are shown (branch i8)
+
+    monkeypatch.setattr(napari_unet.train, "check_annotations", lambda labels: ["very little background painted"],
+                        raising=False)
     w._train.native.click()
+    assert "very little background painted" in w._warnings.value and not w._warnings.native.isHidden()
     qtbot.waitUntil(lambda: len(w._plot.it) >= 3, timeout=60_000)
-    w._cancel.native.click()
+    assert not is_error(w._status)  # the earlier problem is gone once a run starts
+    assert "iteration" in w.progress.label.text() and w.progress.bar.maximum() == 10_000
+    w.progress.cancel_button.click()
     qtbot.waitUntil(lambda: w.result is not None, timeout=30_000)
     assert w.result.cancelled and 3 <= len(w.result.history) < 10_000
     assert session.model is w.result.model and "cancelled" in w._status.value
     qtbot.waitUntil(lambda: not w.job.running, timeout=30_000)
+    assert not [t for t in toasts if "Nothing painted" in t]  # no pop-up left over from the first try
 
 
 def test_weight_preview_peaks_between_touching_cells_and_follows_painting(make_napari_viewer, qtbot):
@@ -107,6 +130,8 @@ def test_weight_preview_peaks_between_touching_cells_and_follows_painting(make_n
     qtbot.waitUntil(lambda: w.updates >= 1, timeout=10_000)
     overlay = viewer.layers["cells weight map"]
     assert info(overlay)["role"] == "weights" and overlay.blending == "additive"
+    assert overlay.colorbar.visible  # a colour bar with the values
+    assert "w0 and sigma change nothing" not in w._status.value and w._warning.native.isHidden()
     y, x = np.unravel_index(np.argmax(overlay.data), overlay.data.shape)
     assert 45 <= x <= 49 and 30 <= y <= 50, (y, x)
     peak = overlay.data.max()
@@ -123,3 +148,57 @@ def test_weight_preview_peaks_between_touching_cells_and_follows_painting(make_n
 
     w._show.value = False
     assert not overlay.visible
+
+
+def test_weight_preview_picks_the_annotations_warns_and_explains(make_napari_viewer, qtbot, session, tiny_model, blobs):
+    from skimage.draw import disk
+
+    image, painted = blobs
+    viewer, fw = open_finetune(make_napari_viewer, session, tiny_model, image)
+    result = viewer.add_labels((painted > 1).astype(np.uint16) * 7, name="blobs labels",
+                               metadata={"napari_unet": {"role": "labels", "source": "x"}})  # a segmentation
+    w = WeightsWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    assert w._source.value is result  # the only labels layer: shown, with a warning
+    qtbot.waitUntil(lambda: not w._warning.native.isHidden(), timeout=5_000)
+    assert "segmentation result" in w._warning.value and "means nothing" in w._warning.value
+
+    fw._new.native.click()  # an annotation layer appears: the preview follows it
+    ann = viewer.layers["blobs annotations"]
+    qtbot.waitUntil(lambda: w._source.value is ann, timeout=5_000)
+    lone = np.zeros_like(painted)
+    lone[disk((40, 40), 21, shape=lone.shape)] = 1
+    lone[disk((40, 40), 14, shape=lone.shape)] = 2  # one isolated cell
+    ann.data = lone
+    w._show.value = True
+    qtbot.waitUntil(lambda: w.updates >= 1 and "change nothing" in w._status.value, timeout=10_000)
+    assert "fewer than two cells" in w._status.value and w._warning.native.isHidden()
+    peak = viewer.layers["blobs annotations weight map"].data.max()
+    w._w0.value = 30.0  # indeed: nothing changes
+    qtbot.waitUntil(lambda: w.updates >= 2, timeout=10_000)
+    assert viewer.layers["blobs annotations weight map"].data.max() == peak
+    ann.data = painted  # 4 cells, 21 px apart (beyond 2 sigma): still nothing from the border term
+    qtbot.waitUntil(lambda: w.updates >= 3, timeout=10_000)
+    assert "no two painted cells are closer than about 10 px" in w._status.value
+
+
+def test_fine_tuning_again_keeps_one_origin_in_the_description(make_napari_viewer, session, tiny_model):
+    from types import SimpleNamespace
+
+    from napari_unet.train import Progress
+
+    viewer = make_napari_viewer()
+    session.set_model(tiny_model, "tiny")
+    w = FinetuneWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    result = SimpleNamespace(model=tiny_model, history=[Progress(1, 1, 0.5, 1e-3)] * 3, cancelled=False,
+                             best_iteration=3, warnings=[])
+    w._painted = (1, 100, 3)
+    w._trained(result, "tiny")
+    assert session.model.description == ("tiny fine-tuned in napari on 1 image(s) (3 painted cells, 100 painted "
+                                         "pixels), 3 iterations. Started from tiny: small test model")
+    w._painted = (2, 300, 5)
+    w._trained(result, session.source)  # fine-tuned again, from the fine-tuned model
+    assert session.model.description == ("tiny fine-tuned in napari on 2 image(s) (5 painted cells, 300 painted "
+                                         "pixels), 3 iterations. Started from tiny: small test model")
+    assert session.model.name == "tiny-finetuned" and session.source == "tiny fine-tuned"

@@ -26,6 +26,8 @@ __all__ = [
     "elastic_deform",
     "random_flip_rot",
     "grey_value",
+    "microscope",
+    "rescale",
     "augment",
 ]
 
@@ -195,6 +197,99 @@ def grey_value(
     if noise:
         out = out + rng.normal(0.0, noise * r, size=out.shape).astype(np.float32)
     return out.astype(np.float32, copy=False)
+
+
+def _smooth_field(shape, rng: np.random.Generator, grid: int, std: float) -> np.ndarray:
+    """A smooth random field (H, W): normal values on a coarse grid, cubic-interpolated."""
+    coarse = rng.normal(0.0, std, size=(grid, grid))
+    return (_cubic_matrix(shape[0], grid) @ coarse @ _cubic_matrix(shape[1], grid).T).astype(np.float32)
+
+
+def microscope(
+    image,
+    rng: np.random.Generator,
+    *,
+    background=None,
+    contrast_range: tuple[float, float] = (0.03, 1.0),
+    uneven: float = 0.5,
+    object_brightness: float = 0.7,
+    debris: float = 1.5,
+    gamma: float = 0.5,
+    blur: float = 1.5,
+    noise: float = 0.06,
+    percentiles: tuple[float, float] | None = (1.0, 99.8),
+) -> np.ndarray:
+    """What real microscopes do to a normalised float image (C, H, W) or (H, W); float32.
+
+    In this order, each with random strength: objects dimmed or brightened by a smooth field
+    (dim and bright cells in one image, ``object_brightness`` = std of the log factor); the
+    whole signal's contrast scaled by a factor log-uniform in ``contrast_range`` (down to a
+    few percent of the range); a smooth uneven background of up to ``uneven`` times the
+    original range; bright out-of-focus blobs (debris: a Poisson number with mean ``debris``
+    of Gaussian blobs 6-30 px wide, up to 20 times as bright as the cells, centred on
+    ``background`` pixels when that bool mask (H, W) is given); gamma ``exp(U(-gamma,
+    gamma))``; Gaussian blur of up to ``blur`` px; Gaussian noise of up to ``noise`` times the
+    range. Then, with ``percentiles``, the tile is normalised again from its own percentiles,
+    as inference normalises a whole image, so that debris dominates the range as it would.
+    """
+    img = np.asarray(image, dtype=np.float32)
+    squeeze = img.ndim == 2
+    if squeeze:
+        img = img[None]
+    h, w = img.shape[-2:]
+    lo = float(np.percentile(img, 1.0))
+    out = img - lo
+    rng_ = float(np.percentile(out, 99.8)) or 1.0
+    if object_brightness:
+        out = out * np.exp(_smooth_field((h, w), rng, 4, object_brightness))
+    c = math.exp(rng.uniform(math.log(contrast_range[0]), math.log(contrast_range[1])))
+    out = out * c
+    if uneven:
+        field = _smooth_field((h, w), rng, 3, 1.0)
+        field -= field.min()
+        out = out + rng.uniform(0, uneven) * rng_ * field / max(float(field.max()), 1e-6)
+    n_blobs = rng.poisson(debris) if debris else 0
+    if n_blobs:
+        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+        cand = np.flatnonzero(background.ravel()) if background is not None and np.any(background) else None
+        for _ in range(n_blobs):
+            if cand is not None:
+                cy, cx = divmod(int(cand[rng.integers(cand.size)]), w)
+            else:
+                cy, cx = int(rng.integers(h)), int(rng.integers(w))
+            sig = rng.uniform(6.0, 30.0)
+            amp = math.exp(rng.uniform(0.0, math.log(20.0))) * rng_ * c
+            out = out + amp * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * sig * sig))
+    if gamma:
+        top = max(float(out.max()), 1e-6)
+        out = top * np.power(np.clip(out / top, 0, None), math.exp(rng.uniform(-gamma, gamma)), dtype=np.float32)
+    if blur and rng.random() < 0.3:
+        out = np.stack([ndi.gaussian_filter(ch, rng.uniform(0.5, blur)) for ch in out])
+    if noise:
+        span = float(np.percentile(out, 99.8) - np.percentile(out, 1.0)) or 1.0
+        out = out + rng.normal(0.0, rng.uniform(0, noise) * span, size=out.shape).astype(np.float32)
+    if percentiles is not None:
+        a, b = np.percentile(out, percentiles)
+        out = (out - a) / (b - a if b > a else 1.0)
+    out = out.astype(np.float32, copy=False)
+    return out[0] if squeeze else out
+
+
+def rescale(image, *arrays_nearest, size: int):
+    """Resize ``image`` (C, h, w) to (C, size, size) (linear, anti-aliased when shrinking) and
+    each (h, w) array to (size, size) with nearest neighbour (dtype kept)."""
+    from skimage.transform import resize
+
+    image = np.asarray(image, dtype=np.float32)
+    shrink = image.shape[-1] > size
+    img = np.stack([resize(ch, (size, size), order=1, anti_aliasing=shrink, preserve_range=True) for ch in image])
+    rest = []
+    for a in arrays_nearest:
+        a = np.asarray(a)
+        iy = np.minimum((np.arange(size) + 0.5) * a.shape[0] / size, a.shape[0] - 1).astype(np.int64)
+        ix = np.minimum((np.arange(size) + 0.5) * a.shape[1] / size, a.shape[1] - 1).astype(np.int64)
+        rest.append(a[iy][:, ix])
+    return (img.astype(np.float32), *rest)
 
 
 def augment(

@@ -2,6 +2,7 @@
 
     napari-unet models
     napari-unet segment INPUT... --model NAME_OR_PATH --output DIR [--probabilities]
+    napari-unet segment BIG.zarr|BIG.tif --model M --output DIR [--workers N | --scheduler ADDRESS]
     napari-unet train --images ... --labels ... --output MODEL_FILE [--model START]
     napari-unet evaluate --predictions ... --truth ...
 """
@@ -69,7 +70,114 @@ def cmd_models(args) -> int:
 # --------------------------------------------------------------------------- segment
 
 
+def _is_large_input(path: str) -> bool:
+    p = Path(path)
+    return p.suffix.lower() == ".zarr" or (p.is_dir() and any((p / m).exists() for m in (".zgroup", ".zarray", "zarr.json")))
+
+
+def cmd_segment_large(args) -> int:
+    """Block-wise segmentation to OME-Zarr (``--workers``, ``--scheduler`` or a .zarr input)."""
+    import os
+
+    from .device import DeviceError, resolve_device
+    from .distributed import ClusterError, _close, connect, segment_to_zarr
+    from .omezarr import ZarrInputError
+    from .predict import InputError
+    from .tiling import Cancelled
+
+    if args.workers is not None and args.scheduler:
+        raise CliError("give either --workers (a local cluster) or --scheduler (an existing one), not both")
+    if args.workers is not None and args.workers < 1:
+        raise CliError("--workers must be at least 1")
+    if args.block < 64:
+        raise CliError("--block must be at least 64 pixels")
+    if getattr(args, "tta", False):
+        raise CliError("--tta is not available for block-wise segmentation (.zarr inputs, --workers, --scheduler) yet")
+    if args.channel_axis is not None:
+        raise CliError("--channel-axis is not used for .zarr inputs or with --workers/--scheduler: the axes come "
+                       "from the OME-Zarr metadata (or the tif's layout)")
+    for p in args.inputs:
+        if not Path(p).exists():
+            raise CliError(f"input not found: {p}")
+    out_dir = Path(args.output)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise CliError(f"--output must be a folder, but {out_dir} is a file")
+    model = _load_model(args.model)
+    if not args.scheduler:  # a remote cluster's workers may have devices this machine lacks
+        try:
+            resolve_device(args.device)
+        except DeviceError as e:
+            raise CliError(str(e)) from None
+    from .omezarr import open_source
+
+    sources = []
+    for p in args.inputs:  # every input checked before a cluster is started
+        try:
+            sources.append(open_source(p, model.in_channels))
+        except ZarrInputError as e:
+            raise CliError(str(e)) from None
+    client = None
+    threads = None
+    if args.workers is not None or args.scheduler:
+        try:
+            client = connect(workers=args.workers, scheduler=args.scheduler)
+        except ClusterError as e:
+            raise CliError(str(e)) from None
+        if args.workers:
+            threads = max(1, (os.cpu_count() or 1) // args.workers)
+    bars = {}
+    state = {"name": ""}
+
+    def progress(phase, done, total):
+        if phase not in bars:
+            for b in bars.values():
+                b.close()
+            bars.clear()
+            from tqdm import tqdm
+
+            bars[phase] = tqdm(total=total, desc=f"{state['name']} {phase}", unit="block", leave=False,
+                               disable=args.quiet or not sys.stderr.isatty(), dynamic_ncols=True)
+        bars[phase].n = done
+        bars[phase].refresh()
+
+    try:
+        for p, source in zip(args.inputs, sources):
+            state["name"] = Path(p).name
+            try:
+                res = segment_to_zarr(
+                    source, model, out_dir, client=client, probabilities=args.probabilities, block=args.block,
+                    device=args.device, tile=args.tile, precision=args.precision, threads=threads, progress=progress,
+                    threshold=args.threshold, seed_threshold=args.seed_threshold, min_size=args.min_size,
+                    overwrite=bool(getattr(args, "overwrite", False)),
+                )
+            except (ZarrInputError, InputError) as e:
+                raise CliError(str(e) if Path(p).name in str(e) else f"{Path(p).name}: {e}") from None
+            except KeyboardInterrupt:
+                print(f"interrupted: run the same command again to resume ({Path(p).name}: finished blocks are kept "
+                      f"in {out_dir})", file=sys.stderr)
+                return 130
+            finally:
+                for b in bars.values():
+                    b.close()
+                bars.clear()
+            if not args.quiet:
+                msg = f"{Path(p).name}: {res.n_objects} objects -> {res.labels}"
+                if res.probabilities is not None:
+                    msg += f", {res.probabilities}"
+                if res.resumed_blocks:
+                    msg += f" (resumed: {res.resumed_blocks} blocks were already done)"
+                print(msg)
+    except Cancelled:  # pragma: no cover - no cancel flag on the command line
+        return 130
+    finally:
+        if client is not None:
+            _close(client)
+    return 0
+
+
 def cmd_segment(args) -> int:
+    if args.workers is not None or args.scheduler or any(_is_large_input(p) for p in args.inputs):
+        return cmd_segment_large(args)
     from .io import ImageReadError, read_image, write_labels, write_probabilities
     from .model import valid_input_size
     from .predict import InputError, labels_from_model_output, predict_probabilities
@@ -122,7 +230,7 @@ def cmd_segment(args) -> int:
         try:
             probs = predict_probabilities(
                 image, model, channel_axis=_channel_axis(args.channel_axis), device=args.device, tile=args.tile,
-                precision=args.precision, batch_size=args.batch_size, progress=progress,
+                precision=args.precision, batch_size=args.batch_size, progress=progress, tta=args.tta,
             )
         except InputError as e:
             raise CliError(f"{p.name}: {e}") from None
@@ -196,9 +304,14 @@ def cmd_train(args) -> int:
         model = _load_model(args.model)
     else:
         ch = pairs[0][0].shape[-1] if pairs[0][0].ndim == 3 else 1
+        names = args.class_names.split(",") if args.class_names else (
+            ["background", "cell", "cell boundary"] if args.classes == 3 else ["background", "cell"])
+        if len(names) != args.classes:
+            raise CliError(f"--class-names gives {len(names)} names for --classes {args.classes}")
         model = SegmentationModel.new(
-            UNetConfig(in_channels=ch, base_channels=args.base_channels, depth=args.depth, padding=args.padding),
-            class_names=args.class_names.split(","),
+            UNetConfig(in_channels=ch, base_channels=args.base_channels, depth=args.depth, padding=args.padding,
+                       n_classes=args.classes),
+            class_names=names,
         )
     if args.name:
         model.name = args.name
@@ -316,7 +429,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("segment", help="segment images into instance labels (and probabilities)")
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="tif or png images")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="tif or png images; .zarr / OME-Zarr (or big tifs with --workers) are segmented block by block")
     p.add_argument("--model", required=True, help="built-in model name (see 'napari-unet models') or model file")
     p.add_argument("--output", required=True, help="folder for <stem>_labels.tif (and <stem>_probabilities.tif)")
     p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps")
@@ -325,10 +438,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default="auto", choices=["auto", "float32", "bfloat16"],
                    help="auto: bfloat16 where the hardware runs it natively (agrees with float32, see docs), else float32")
     p.add_argument("--probabilities", action="store_true", help="also write float32 class probabilities (classes first)")
+    p.add_argument("--tta", action="store_true",
+                   help="test-time augmentation: average the 8 rotations/flips (8x the time; see docs/models.md)")
     p.add_argument("--channel-axis", help="axis holding channels, or 'none' for a stack of grey planes (needed for 4D)")
     p.add_argument("--threshold", type=float, help="foreground probability threshold (default: the model's)")
     p.add_argument("--seed-threshold", type=float, help="split touching objects from cores above this probability")
     p.add_argument("--min-size", type=int, help="remove objects smaller than this many pixels")
+    p.add_argument("--workers", type=int,
+                   help="segment block by block on a local dask cluster of N worker processes, writing OME-Zarr "
+                        "(<stem>_labels.zarr); .zarr inputs are always segmented block by block")
+    p.add_argument("--scheduler", help="address of an existing dask scheduler (tcp://host:8786) to segment on")
+    p.add_argument("--block", type=int, default=2048, help="block edge in pixels for block-wise segmentation")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=cmd_segment)
 
@@ -367,7 +487,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--base-channels", type=int, default=16, help="new network only")
     p.add_argument("--depth", type=int, default=5, help="new network only")
     p.add_argument("--padding", default="valid", choices=["valid", "same"], help="new network only")
-    p.add_argument("--class-names", default="background,cell", help="new network only")
+    p.add_argument("--classes", type=int, default=2, choices=[2, 3],
+                   help="new network only: 2 = the paper's background/cell; 3 adds a cell-boundary class "
+                        "that keeps touching cells apart")
+    p.add_argument("--class-names", help="new network only, comma-separated (default: background,cell[,cell boundary])")
     p.add_argument("--channel-axis")
     p.add_argument("--name")
     p.add_argument("--description")

@@ -6,9 +6,10 @@ context, mirrored at the image border) and runs the same overlap-tile code as
 :func:`napari_unet.predict.predict_probabilities`. Blocks start on the tile grid and the
 normalisation statistics are computed once for the whole plane, so the result equals the
 in-memory one exactly. Write it with ``da.to_zarr`` / ``tifffile`` to keep memory bounded.
-Labels need whole planes (an object may cross blocks): threshold the foreground block-wise
-and label it with ``dask_image.ndmeasure.label``, or, when a plane fits in memory, call
-:func:`napari_unet.predict.labels_from_model_output` on it.
+For instance labels of planes larger than memory, label the written probabilities with
+:func:`napari_unet.blockwise.label_blockwise` (block by block, ids merged across blocks), or
+run the whole pipeline, input to OME-Zarr labels, with
+:func:`napari_unet.distributed.segment_to_zarr` (resumable, on a ``dask.distributed`` cluster).
 
 On one machine, torch already uses every core inside a task: run dask with few worker threads
 (``dask.config.set(scheduler="synchronous")`` or ``num_workers=1``) to avoid oversubscription.

@@ -7,13 +7,15 @@ Label convention (2D integer image, shape (H, W)):
 * ``>= 2`` = one cell (object instance) per value. Touching cells painted with
   different values are different cells.
 
-Class index seen by the network: label 1 -> class 0 (background), labels >= 2 ->
-class 1 (cell), label 0 -> -1 (ignored), see :func:`to_classes`.
+Class index seen by the network (see :func:`to_classes`): label 0 -> -1 (ignored),
+label 1 -> class 0 (background), labels >= 2 -> class 1 (cell). A three-class network
+(background / cell interior / cell boundary, the strongest U-Net baseline of the StarDist
+paper) also gets class 2 for the boundary, derived here only where it is known: a cell pixel
+next to background or to another cell, never next to an unannotated pixel.
 
-The U-Net learns a two-class map, so two cells that touch without a background gap
-cannot be told apart in its output; :func:`separate_touching` paints a 1-pixel
-background line between them (as in the paper, where touching cells are separated by
-background the weight map then emphasises).
+The paper's two-class U-Net cannot tell apart two cells that touch without a background gap;
+:func:`separate_touching` paints a 1-pixel background line between them (as in the paper,
+where touching cells are separated by background that the weight map then emphasises).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ __all__ = [
     "from_binary",
     "from_membranes",
     "to_classes",
+    "boundary_mask",
     "to_instances",
     "separate_touching",
     "validate_labels",
@@ -98,12 +101,50 @@ def from_membranes(image, interior_value=255) -> np.ndarray:
     return from_binary(image == interior_value, connectivity=1)
 
 
-def to_classes(labels) -> np.ndarray:
-    """Convention labels (H, W) -> int64 class map: 0 background, 1 cell, -1 not annotated."""
+def boundary_mask(labels, width: int = 1) -> np.ndarray:
+    """Cell pixels within ``width`` pixels (8-neighbourhood steps) of a *known* other region.
+
+    A cell pixel (label >= 2) is on the boundary when a pixel within ``width`` steps is
+    background (1) or another cell; unannotated neighbours (0) and the image border do not
+    count, since what lies there is unknown. Returns bool (H, W).
+    """
+    lab = _as_integer_2d(labels, "labels")
+    if width < 1:
+        raise ValueError("boundary width must be at least 1 pixel")
+    h, w = lab.shape
+    shifts = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx]
+
+    def around(a):
+        p = np.pad(a, 1, mode="constant", constant_values=0)
+        return [p[1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w] for dy, dx in shifts]
+
+    edge = np.zeros(lab.shape, dtype=bool)
+    for nb in around(lab):
+        edge |= (nb != lab) & (nb != 0)
+    edge &= lab >= 2
+    neighbours = around(lab)
+    for _ in range(width - 1):  # grow inwards, within the same cell
+        grown = edge.copy()
+        for nb_lab, nb_edge in zip(neighbours, around(edge)):
+            grown |= nb_edge & (nb_lab == lab)
+        edge = grown & (lab >= 2)
+    return edge
+
+
+def to_classes(labels, n_classes: int = 2, boundary_width: int = 1) -> np.ndarray:
+    """Convention labels (H, W) -> int64 class map, -1 where not annotated.
+
+    ``n_classes=2`` (the paper): 0 background, 1 cell. ``n_classes=3``: 0 background,
+    1 cell interior, 2 cell boundary (:func:`boundary_mask` of ``boundary_width`` pixels).
+    """
+    if n_classes not in (2, 3):
+        raise ValueError(f"labels convert to 2 or 3 classes, not {n_classes}")
     lab = _as_integer_2d(labels, "labels")
     classes = np.full(lab.shape, -1, dtype=np.int64)
     classes[lab == 1] = 0
     classes[lab >= 2] = 1
+    if n_classes == 3:
+        classes[boundary_mask(lab, boundary_width)] = 2
     return classes
 
 

@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage as ndi
 
-from .augment import augment
+from .augment import augment, microscope, rescale
 from .device import resolve_device
 from .labels import separate_touching, to_classes, validate_labels
 from .model import alignment, output_size, valid_input_size
@@ -104,6 +104,13 @@ class TrainingConfig:
     max_shift: float = 0.0
     max_scale: float = 0.1
     intensity: bool = True
+    # beyond the paper: magnification changes and what real microscopes do to images
+    # (augment.microscope); off by default for fine-tuning on the user's own images, on for
+    # the built-in models (scripts/builtin_models.py, docs/models.md)
+    max_zoom: float = 1.0  # magnification drawn log-uniformly in [1/max_zoom, max_zoom]
+    microscope: float = 0.0  # probability that a tile gets augment.microscope
+    boundary_width: int = 1  # three-class networks: boundary class width in pixels
+    workers: int = 0  # processes preparing tiles (0: in the training loop, reproducible)
     validate_every: int = 50
     seed: int = 0
     precision: str = "auto"  # "float32", "bfloat16" (autocast + channels_last), or auto: bf16 where native
@@ -128,6 +135,10 @@ class TrainingConfig:
             raise ValueError("batch_size must be at least 1")
         if self.lr_schedule not in ("cosine", "constant"):
             raise ValueError("lr_schedule must be 'cosine' or 'constant'")
+        if self.max_zoom < 1:
+            raise ValueError("max_zoom must be >= 1 (1 = no magnification change)")
+        if not 0 <= self.microscope <= 1:
+            raise ValueError("microscope is a probability, between 0 and 1")
         if self.distillation < 0 or self.distill_distance < 0:
             raise ValueError("distillation and distill_distance must be >= 0")
         if not 0 <= self.free_tiles < 1:
@@ -300,6 +311,7 @@ class _Example:
             raise ValueError(f"labels of shape {lab.shape} do not match the image's {img.shape[-2:]}")
         self.raw = img
         self.image = model.normalization(img)
+        self.n_classes = model.config.n_classes
         self.shape = lab.shape
         self.teacher = None  # the start model's probabilities (K, H, W) when fine-tuning
         self.distill = None  # distillation weight (H, W)
@@ -307,14 +319,18 @@ class _Example:
 
     def set_labels(self, lab: np.ndarray, cfg: TrainingConfig) -> None:
         lab = np.asarray(lab)
-        if cfg.separate_touching and lab.any():
+        if cfg.separate_touching and lab.any() and self.n_classes == 2:
             # a two-class network can only keep touching cells apart if it is taught to draw the
-            # background line between them (the paper's ground truth has such lines)
+            # background line between them (the paper's ground truth has such lines); a
+            # three-class network has its boundary class for that
             lab = separate_touching(lab)
         self.labels = lab
-        self.classes = to_classes(lab) if lab.any() else np.full(lab.shape, -1, np.int64)
+        # targets are made on the whole image, where it is known what lies next to a cell
+        self.classes = (to_classes(lab, self.n_classes, cfg.boundary_width) if lab.any()
+                        else np.full(lab.shape, -1, np.int64))
         border = border_weight(lab, w0=cfg.w0, sigma=cfg.sigma) if cfg.w0 > 0 and lab.any() else None
-        self.weights = class_weights(lab, class_balance=cfg.class_balance) if lab.any() else np.zeros(lab.shape, np.float32)
+        self.weights = (class_weights(lab, class_balance=cfg.class_balance, n_classes=self.n_classes) if lab.any()
+                        else np.zeros(lab.shape, np.float32))
         if border is not None:
             self.weights += border
         self.annotated = np.flatnonzero(self.classes.ravel() >= 0)
@@ -343,15 +359,21 @@ def _sample(ex: _Example, cy: int, cx: int, t_in: int, t_out: int, rng: np.rando
     jitter = t_out // 4
     cy += int(rng.integers(-jitter, jitter + 1))
     cx += int(rng.integers(-jitter, jitter + 1))
-    y0, x0 = cy - t_in // 2, cx - t_in // 2
-    ys = reflect_index(np.arange(y0, y0 + t_in), H)
-    xs = reflect_index(np.arange(x0, x0 + t_in), W)
+    zoom = math.exp(rng.uniform(-math.log(cfg.max_zoom), math.log(cfg.max_zoom))) if cfg.max_zoom > 1 else 1.0
+    size = max(8, int(round(t_in / zoom)))  # source window shown as t_in pixels
+    y0, x0 = cy - size // 2, cx - size // 2
+    ys = reflect_index(np.arange(y0, y0 + size), H)
+    xs = reflect_index(np.arange(x0, x0 + size), W)
     img = ex.image[:, ys][:, :, xs]
     idx = ys[:, None] * W + xs[None, :]
+    if size != t_in:
+        img, idx = rescale(img, idx, size=t_in)
     img, idx = augment(
         img, idx, rng=rng, elastic=cfg.elastic, grid=cfg.elastic_grid, sigma=cfg.elastic_sigma,
         max_rotation=cfg.max_rotation, max_shift=cfg.max_shift, max_scale=cfg.max_scale, intensity=cfg.intensity,
     )
+    if cfg.microscope and rng.random() < cfg.microscope:
+        img = microscope(img, rng, background=ex.classes.ravel()[idx] == 0)
     m = (t_in - t_out) // 2
     idx = idx[m : m + t_out, m : m + t_out]
     cls = ex.classes.ravel()[idx]
@@ -493,6 +515,8 @@ def _predicted_classes(probs: np.ndarray, model: SegmentationModel) -> np.ndarra
     probability is above the model's threshold, else the most probable other class."""
     fg = model.foreground_class
     thr = model.postprocessing.get("threshold", 0.5)
+    if probs.shape[0] == 3:  # background / interior / boundary: cell where interior + boundary > thr
+        return np.where(probs[1] + probs[2] > thr, 1 + probs[1:].argmax(axis=0), 0)
     others = probs.copy()
     others[fg] = -1.0
     return np.where(probs[fg] > thr, fg, others.argmax(axis=0))
@@ -520,6 +544,42 @@ def _region_score(net, model: SegmentationModel, examples: list[_Example], regio
 # --------------------------------------------------------------------------- the loss
 
 
+def _collate(batch):
+    """Stack tiles into tensors ``(x, classes, weights, distill weights or None, teacher or None)``."""
+    return tuple(None if b[0] is None else torch.from_numpy(np.stack(b)) for b in zip(*batch))
+
+
+class _Tiles(torch.utils.data.IterableDataset):
+    """Endless training tiles for a DataLoader with worker processes (one seed each)."""
+
+    def __init__(self, sampler, t_in, t_out, cfg):
+        self.args = (sampler, t_in, t_out, cfg)
+
+    def __iter__(self):
+        sampler, t_in, t_out, cfg = self.args
+        info = torch.utils.data.get_worker_info()
+        rng = np.random.default_rng([cfg.seed, info.id if info else 0])
+        while True:
+            i, cy, cx = sampler(rng)
+            yield _sample(sampler.examples[i], cy, cx, t_in, t_out, rng, cfg)
+
+
+def _batches(sampler, t_in, t_out, rng, cfg):
+    """Batches of tensors (see :func:`_collate`), forever; prepared by ``cfg.workers``
+    processes, or here (reproducible for a seed) when it is 0."""
+    if cfg.workers > 0:
+        yield from torch.utils.data.DataLoader(_Tiles(sampler, t_in, t_out, cfg), batch_size=cfg.batch_size,
+                                               num_workers=cfg.workers, persistent_workers=True, prefetch_factor=4,
+                                               collate_fn=_collate)
+        return
+    while True:
+        batch = []
+        for _ in range(cfg.batch_size):
+            i, cy, cx = sampler(rng)
+            batch.append(_sample(sampler.examples[i], cy, cx, t_in, t_out, rng, cfg))
+        yield _collate(batch)
+
+
 def weighted_cross_entropy(logits: torch.Tensor, classes: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """Pixel-wise softmax cross-entropy weighted by ``weights`` (0 = ignored), averaged over the
     total weight so that the loss scale does not depend on how much was annotated."""
@@ -542,13 +602,13 @@ def validation_scores(model: SegmentationModel, pairs, device="auto", precision=
     """Scores of ``model`` on ``(image, labels)`` pairs (labels in the convention): foreground
     IoU over annotated pixels, and average precision at IoU 0.5 when labels are complete."""
     from .metrics import average_precision
-    from .predict import labels_from_model_output, predict_probabilities
+    from .predict import foreground_probability, labels_from_model_output, predict_probabilities
 
     ious, aps = [], []
     for image, labels in pairs:
         lab = validate_labels(labels)
         probs = predict_probabilities(image, model, device=device, precision=precision)
-        fg = probs[model.foreground_class] > model.postprocessing.get("threshold", 0.5)
+        fg = foreground_probability(probs, model) > model.postprocessing.get("threshold", 0.5)
         ann = lab > 0
         truth = lab >= 2
         inter = np.count_nonzero(fg & truth & ann)
@@ -612,8 +672,9 @@ def train(
         raise ValueError(f"{len(images)} images but {len(labels)} label images")
     if not len(images):
         raise ValueError("no training images given")
-    if model.config.n_classes != 2:
-        raise ValueError("training from the label convention needs a two-class model (background, cell)")
+    if model.config.n_classes not in (2, 3):
+        raise ValueError("training from the label convention needs a two-class (background, cell) or "
+                         "three-class (background, interior, boundary) model")
     t0 = time.perf_counter()
     notes: list[str] = []
 
@@ -675,7 +736,9 @@ def train(
         for i, lb in enumerate(src):
             lab = np.asarray(lb)
             if lab.any():
-                regions += _regions_of(i, to_classes(separate_touching(lab) if cfg.separate_touching else lab))
+                n_cls = model.config.n_classes
+                two = cfg.separate_touching and n_cls == 2
+                regions += _regions_of(i, to_classes(separate_touching(lab) if two else lab, n_cls, cfg.boundary_width))
         # where nobody painted and the start model was sure, it is the reference: a fine-tuned
         # model must gain more on the held-out strokes than it loses there
         far = [ndi.distance_transform_edt(~p) > max(2 * cfg.distill_distance, 32) if p.any() else np.ones(p.shape, bool)
@@ -753,6 +816,7 @@ def train(
             best_state = copy.deepcopy(net.state_dict())
             save_best()
 
+    batches = _batches(sampler, t_in, t_out, rng, cfg)
     for it in range(cfg.iterations):
         if cancel is not None and (cancel.is_set() if hasattr(cancel, "is_set") else cancel()):
             cancelled = True
@@ -760,13 +824,7 @@ def train(
         lr = lr_at(it)
         for g in opt.param_groups:
             g["lr"] = lr
-        batch = []
-        for _ in range(cfg.batch_size):
-            i, cy, cx = sampler(rng)
-            batch.append(_sample(sampler.examples[i], cy, cx, t_in, t_out, rng, cfg))
-        x = torch.from_numpy(np.stack([b[0] for b in batch])).to(device)
-        y = torch.from_numpy(np.stack([b[1] for b in batch])).to(device)
-        w = torch.from_numpy(np.stack([b[2] for b in batch])).to(device)
+        x, y, w, dw, tp = (None if t is None else t.to(device, non_blocking=True) for t in next(batches))
         if bf16:
             x = x.contiguous(memory_format=torch.channels_last)
             ctx = torch.autocast(device_type=device.type, dtype=torch.bfloat16)
@@ -776,8 +834,6 @@ def train(
             logits = net(x)
         loss = weighted_cross_entropy(logits, y, w)
         if distill > 0:
-            dw = torch.from_numpy(np.stack([b[3] for b in batch])).to(device)
-            tp = torch.from_numpy(np.stack([b[4] for b in batch])).to(device)
             loss = loss + distill * distillation_loss(logits, tp, dw)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -801,6 +857,7 @@ def train(
         history.append(prog)
         if callback is not None:
             callback(prog)
+    batches.close()  # stops tile workers, if any
     if best_state is None:
         # cancelled before any checkpoint: the latest weights are the best we have
         best_state = copy.deepcopy(net.state_dict())

@@ -120,14 +120,27 @@ def border_weight(labels, w0: float = 10.0, sigma: float = 5.0, tol: float = 1e-
     return out
 
 
-def class_weights(labels, class_balance: bool = True) -> np.ndarray:
+def class_weights(labels, class_balance: bool = True, n_classes: int = 2) -> np.ndarray:
     """Class-balance weight ``w_c`` (float32, (H, W)); 0 on unannotated pixels.
 
     ``w_c(class) = n_annotated / (n_classes_present * n_class)`` over annotated pixels
-    (classes: background = label 1, cell = label >= 2), or 1 if ``class_balance`` is False.
+    (classes: background = label 1, cell = label >= 2; with ``n_classes=3`` the cell
+    boundary, :func:`napari_unet.labels.boundary_mask`, is a class of its own), or 1 if
+    ``class_balance`` is False.
     """
     lab = _check(labels)
     out = np.zeros(lab.shape, dtype=np.float32)
+    if n_classes == 3 and class_balance:
+        from .labels import to_classes
+
+        cls = to_classes(lab, 3)
+        counts = np.bincount(cls[cls >= 0].ravel(), minlength=3)
+        present = int(np.count_nonzero(counts))
+        n_ann = int(counts.sum())
+        for k in range(3):
+            if counts[k]:
+                out[cls == k] = n_ann / (present * counts[k])
+        return out
     bg = lab == 1
     fg = lab >= 2
     if not class_balance:
@@ -150,16 +163,18 @@ def weight_map(
     sigma: float = 5.0,
     class_balance: bool = True,
     tol: float = 1e-3,
+    n_classes: int = 2,
 ) -> np.ndarray:
     """Loss weight map of the U-Net paper, float32 (H, W).
 
     ``labels``: (H, W) integer image in the project convention. ``w0``: border weight
     (dimensionless), ``sigma``: border width in pixels. Returns ``w_c + border`` on
     annotated pixels (border term on background pixels only) and exactly 0 on
-    unannotated pixels. See the module docstring for the definitions.
+    unannotated pixels. ``n_classes=3`` balances background, cell interior and cell
+    boundary (three-class networks). See the module docstring for the definitions.
     """
     lab = _check(labels)
-    w = class_weights(lab, class_balance=class_balance)
+    w = class_weights(lab, class_balance=class_balance, n_classes=n_classes)
     if w0 > 0:
         w += border_weight(lab, w0=w0, sigma=sigma, tol=tol)
     return w

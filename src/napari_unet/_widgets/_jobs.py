@@ -1,6 +1,6 @@
-"""Background jobs: a napari worker with a progress bar in the activity dock, progress
-relayed to the main thread, and a Cancel that the core functions check between tiles or
-iterations (from the widget's button, the progress bar's Cancel, or napari's task list)."""
+"""Background jobs: a napari worker whose progress is shown in the panel's progress row (bar,
+time left, Cancel) and in napari's activity dock, relayed to the main thread, and a Cancel
+that the core functions check between tiles or iterations."""
 
 from __future__ import annotations
 
@@ -35,12 +35,13 @@ class Job:
     main thread. A result that arrives after Cancel is dropped (no half-made layers) unless
     ``keep_cancelled_result`` (training returns its best model so far when cancelled). When
     the ``owner`` widget is destroyed (its dock or the viewer closed), the job is cancelled
-    and its callbacks are no longer called.
+    and its callbacks are no longer called. ``view`` (a :class:`~._progress.ProgressRow`)
+    shows the job while it runs; ``on_warning(text)`` gets the warnings the work raises.
     """
 
     def __init__(self, fn: Callable, *, desc: str, count=lambda v: v, on_progress=None,
                  on_returned=None, on_error=None, on_cancelled=None, on_finished=None,
-                 keep_cancelled_result=False, owner=None):
+                 keep_cancelled_result=False, owner=None, view=None, on_warning=None):
         self._cancel = threading.Event()
         self._count = count
         self._keep = keep_cancelled_result
@@ -50,6 +51,10 @@ class Job:
         self._orphan = False
         self.outcome = None  # "returned", "error" or "cancelled" once finished
         self.done = 0
+        self.total = 0
+        self.desc = desc
+        self.eta = ""
+        self.view = view
         self.pbar = cancelable_progress(total=0, desc=desc)
         self._relay = _Relay()
         self._relay.progressed.connect(self._progress)
@@ -58,9 +63,12 @@ class Job:
             _connect={"returned": self._returned, "errored": self._errored, "finished": self._finished},
             _start_thread=False,
         )
-        self.worker.warned.connect(lambda w: show_warning(str(w[0])))
+        # warnings from the core: to the section (on_warning) or as a napari notification
+        self.worker.warned.connect(lambda w: (on_warning or show_warning)(str(w[0])))
         if owner is not None:
             owner.destroyed.connect(self._orphaned)
+        if view is not None:
+            view.start(self)
         self.worker.start()
 
     def _orphaned(self, *_) -> None:
@@ -70,6 +78,16 @@ class Job:
     def cancel(self) -> None:
         self._cancel.set()
         self.pbar.set_description(f"{self.pbar.desc} (cancelling)")
+        self._view("update")
+
+    def set_description(self, desc: str) -> None:
+        self.desc = desc
+        self.pbar.set_description(desc)
+        self._view("update")
+
+    def _view(self, what: str) -> None:
+        if self.view is not None and not self._orphan:
+            getattr(self.view, what)(self)
 
     def cancelled(self) -> bool:
         return self._cancel.is_set() or self.pbar.is_canceled or self.worker.abort_requested
@@ -85,7 +103,8 @@ class Job:
         if total and self.pbar.total != total:
             self.pbar.total = total
         self.pbar.update(done - self.pbar.n)
-        self.done = done
+        self.done, self.total = done, total or self.total
+        self._view("update")
         self._call("progress", value)
 
     def _returned(self, result) -> None:
@@ -103,6 +122,7 @@ class Job:
     def _finished(self) -> None:
         self.running = False
         self.pbar.close()
+        self._view("finish")
         if self.outcome is None:
             self.outcome = "cancelled"
             self._call("cancelled")

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import napari.layers
-from napari.utils.notifications import show_error, show_info
 
 KEY = "napari_unet"
 _KINDS = {"image": napari.layers.Image, "labels": napari.layers.Labels}
@@ -31,12 +30,32 @@ def info(layer) -> dict:
     return md if isinstance(md, dict) else {}
 
 
-def find(viewer, role: str, source):
-    """The plugin layer of ``role`` made from ``source``, or None."""
+def find(viewer, role: str, source, part=None):
+    """The plugin layer of ``role`` (and ``part``, e.g. the class of a probability layer)
+    made from ``source``, or None."""
     for lyr in viewer.layers:
-        if info(lyr).get("role") == role and info(lyr).get("source") == link(source):
+        md = info(lyr)
+        if md.get("role") == role and md.get("source") == link(source) and md.get("part") == part:
             return lyr
     return None
+
+
+def find_all(viewer, role: str, source) -> list:
+    """Every plugin layer of ``role`` made from ``source``."""
+    return [lyr for lyr in viewer.layers if info(lyr).get("role") == role and info(lyr).get("source") == link(source)]
+
+
+def free_name(viewer, name: str) -> str:
+    """``name``, or ``"name (U-Net)"`` when a layer of that name exists (not ``name [1]``:
+    say whose layer it is)."""
+    names = {lyr.name for lyr in viewer.layers}
+    if name not in names:
+        return name
+    k, candidate = 1, f"{name} (U-Net)"
+    while candidate in names:
+        k += 1
+        candidate = f"{name} (U-Net {k})"
+    return candidate
 
 
 def source_of(viewer, layer):
@@ -56,9 +75,10 @@ def geometry(source, ndim: int) -> dict:
     }
 
 
-def put(viewer, kind: str, data, *, role: str, source, name: str, **kwargs):
-    """Update the plugin's ``role`` layer made from ``source`` with ``data``, or add it."""
-    lyr = find(viewer, role, source)
+def put(viewer, kind: str, data, *, role: str, source, name: str, part=None, **kwargs):
+    """Update the plugin's ``role`` (``part``) layer made from ``source`` with ``data``, or add
+    it (named ``name``, or ``name (U-Net)`` when a layer of the user's has that name)."""
+    lyr = find(viewer, role, source, part)
     position = None
     if lyr is not None and (not isinstance(lyr, _KINDS[kind]) or lyr.data.ndim != data.ndim):
         position, name = viewer.layers.index(lyr), lyr.name  # e.g. one class -> all classes
@@ -70,7 +90,9 @@ def put(viewer, kind: str, data, *, role: str, source, name: str, **kwargs):
             if k in kwargs:
                 setattr(lyr, k, kwargs[k])
         return lyr
-    meta = {KEY: {"role": role, "source": link(source)}}
+    meta = {KEY: {"role": role, "source": link(source), "part": part}}
+    if position is None:
+        name = free_name(viewer, name)
     layer = _KINDS[kind](data, name=name, metadata=meta, **geometry(source, data.ndim), **kwargs)
     if position is None:
         return viewer.add_layer(layer)
@@ -85,17 +107,32 @@ def note(value: str = ""):
     from qtpy.QtWidgets import QSizePolicy
 
     label = Label(value=value)
+    label.native.setVisible(bool(value))  # an empty status line takes no room
     label.native.setWordWrap(True)
     label.native.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
     label.native.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
     return label
 
 
+ERROR_STYLE = "color: #ff7b72"
+
+
 def tell(label, message: str, *, error: bool = False) -> None:
-    """Show ``message`` in the widget's status line and as a napari notification."""
-    if label is not None:
-        label.value = message
-    (show_error if error else show_info)(message)
+    """Show ``message`` in the widget's status line (red for a problem). No napari
+    notification: the message stays where the user acted and goes when the next one comes
+    (toasts from earlier runs would linger over later ones)."""
+    if label is None:
+        from napari.utils.notifications import show_error, show_info
+
+        (show_error if error else show_info)(message)
+        return
+    label.value = message
+    label.native.setStyleSheet(ERROR_STYLE if error else "")
+    label.native.setVisible(bool(message))
+
+
+def is_error(label) -> bool:
+    return label.native.styleSheet() == ERROR_STYLE
 
 
 def reason(exc: BaseException) -> str:
@@ -104,3 +141,45 @@ def reason(exc: BaseException) -> str:
     if isinstance(exc, (ValueError, OSError, RuntimeError)) and text:
         return text
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def folder_for(viewer, layer):
+    """A sensible folder to save results of ``layer`` in: the folder of the file it (or the
+    image it was made from) was opened from, else the home folder."""
+    from pathlib import Path
+
+    for lyr in (layer, source_of(viewer, layer) if layer is not None else None):
+        path = getattr(getattr(lyr, "source", None), "path", None)
+        if path:
+            return Path(path).parent
+    return Path.home()
+
+
+class Overwrite:
+    """Never replace a file silently: the first Save on an existing file asks (in the status
+    line); a second Save on the same file replaces it."""
+
+    def __init__(self) -> None:
+        self.pending = None
+
+    def allowed(self, path, status, button: str) -> bool:
+        from pathlib import Path
+
+        path = Path(path)
+        if not path.exists() or self.pending == path:
+            self.pending = None
+            return True
+        self.pending = path
+        tell(status, f"{path.name} exists already in {path.parent}: press {button} again to replace it, "
+                     "or change the file name.", error=True)
+        return False
+
+
+def form(*widgets):
+    """Labelled input rows (a magicgui container with labels; notes go outside it so that they
+    use the whole width of the section)."""
+    from magicgui.widgets import Container
+
+    box = Container(widgets=list(widgets), labels=True)
+    box.margins = (0, 0, 0, 0)
+    return box

@@ -1,64 +1,117 @@
-"""A small live plot of the training loss and validation score (matplotlib, imported on first
-use so that opening the widget stays fast)."""
+"""A small live plot of the training loss and validation score, drawn with Qt's QPainter (no
+plotting library to install, fast enough to redraw after every iteration)."""
 
 from __future__ import annotations
 
+from qtpy.QtCore import QPointF, QRectF, Qt
+from qtpy.QtGui import QColor, QFont, QPainter, QPainterPath, QPen
+from qtpy.QtWidgets import QSizePolicy, QWidget
 
-class TrainingPlot:
-    """``canvas`` is a QWidget; ``reset()`` then ``add(progress)`` after every iteration."""
+LOSS = QColor("#f28e2b")
+SCORE = QColor("#59a14f")
 
-    def __init__(self, text_color: str = "#f0f1f2"):
-        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
-        from matplotlib.figure import Figure
-        from qtpy.QtCore import QTimer
 
-        self.figure = Figure(figsize=(3.6, 2.4), layout="tight")
-        self.figure.patch.set_alpha(0)
-        self.canvas = FigureCanvasQTAgg(self.figure)
-        self.canvas.setStyleSheet("background: transparent")
-        self.canvas.setMinimumHeight(200)
-        self.loss_ax = self.figure.add_subplot()
-        self.score_ax = self.loss_ax.twinx()
-        for ax in (self.loss_ax, self.score_ax):
-            ax.set_facecolor("none")
-            ax.tick_params(colors=text_color, labelsize=7)
-            for side in ax.spines.values():
-                side.set_color(text_color)
-        self.loss_ax.set_xlabel("iteration", color=text_color, fontsize=8)
-        self.loss_ax.set_ylabel("loss", color="#f28e2b", fontsize=8)
-        self.score_ax.set_ylabel("validation score", color="#59a14f", fontsize=8)
-        (self._raw,) = self.loss_ax.plot([], [], color="#f28e2b", alpha=0.3, lw=0.8)
-        (self._smooth,) = self.loss_ax.plot([], [], color="#f28e2b", lw=1.6, label="loss")
-        (self._score,) = self.score_ax.plot([], [], "o-", color="#59a14f", ms=3, lw=1.2)
-        # drawing holds the GIL for tens of ms: at most a few redraws a second, so that the
-        # training thread is not slowed down
-        self._timer = QTimer(self.canvas)
-        self._timer.setSingleShot(True)
-        self._timer.setInterval(400)
-        self._timer.timeout.connect(self.redraw)
+class TrainingPlot(QWidget):
+    """Loss of every iteration (thin), its moving average (thick, left axis) and the
+    validation score (green dots, right axis, 0 to 1). ``reset()``, then ``add(progress)``
+    after every iteration."""
+
+    def __init__(self, text_color: str = "#f0f1f2", parent: QWidget | None = None):
+        super().__init__(parent)
+        self.text_color = QColor(text_color)
+        self.setMinimumHeight(110)
+        self.setMaximumHeight(150)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
+        self.setToolTip("orange: training loss (thin: every iteration, thick: moving average);\n"
+                        "green: validation score (right axis, 0 to 1), when a validation layer is chosen")
         self.reset()
+
+    @property
+    def canvas(self) -> QWidget:  # the widget to put in a layout
+        return self
 
     def reset(self) -> None:
         self.it, self.loss, self.ema, self.score_it, self.score = [], [], [], [], []
-        self.redraw()
+        self.iterations = 0
+        self.update()
 
     def add(self, p) -> None:
+        self.iterations = p.iterations
         self.it.append(p.iteration)
         self.loss.append(p.loss)
         self.ema.append(p.loss if not self.ema else 0.9 * self.ema[-1] + 0.1 * p.loss)
         if p.validation_score is not None:
             self.score_it.append(p.iteration)
             self.score.append(p.validation_score)
-        if p.iteration == p.iterations:
-            self.redraw()
-        elif not self._timer.isActive():
-            self._timer.start()
+        self.update()
 
     def redraw(self) -> None:
-        self._raw.set_data(self.it, self.loss)
-        self._smooth.set_data(self.it, self.ema)
-        self._score.set_data(self.score_it, self.score)
-        self.loss_ax.relim()
-        self.loss_ax.autoscale_view()
-        self.score_ax.set_ylim(0, 1)
-        self.canvas.draw_idle()
+        self.update()
+
+    def sizeHint(self):  # noqa: N802 (Qt)
+        from qtpy.QtCore import QSize
+
+        return QSize(300, 130)
+
+    # ------------------------------------------------------------------ drawing
+    def paintEvent(self, event) -> None:  # noqa: N802 (Qt)
+        qp = QPainter(self)
+        qp.setRenderHint(QPainter.RenderHint.Antialiasing)
+        font = QFont(self.font())
+        font.setPointSizeF(max(7.0, font.pointSizeF() * 0.85))
+        qp.setFont(font)
+        fm = qp.fontMetrics()
+        lo, hi = (min(self.loss), max(self.loss)) if self.loss else (0.0, 1.0)
+        if hi - lo < 1e-6:
+            lo, hi = lo - 0.5, hi + 0.5
+        left = fm.horizontalAdvance(f"{hi:.2f}") + 6
+        right = fm.horizontalAdvance("1.0") + 6
+        top, bottom = fm.height() + 4, fm.height() + 4
+        area = QRectF(left, top, max(10, self.width() - left - right), max(10, self.height() - top - bottom))
+        n = max(self.iterations, self.it[-1] if self.it else 1, 1)
+
+        def x(i):
+            return area.left() + area.width() * (i / n)
+
+        def y_loss(v):
+            return area.bottom() - area.height() * (v - lo) / (hi - lo)
+
+        def y_score(v):
+            return area.bottom() - area.height() * v
+
+        qp.setPen(QPen(self.text_color, 1))
+        qp.drawRect(area)
+        qp.drawText(QRectF(0, top - fm.height() / 2, left - 4, fm.height()),
+                    Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter, f"{hi:.2f}")
+        qp.drawText(QRectF(0, area.bottom() - fm.height() / 2, left - 4, fm.height()),
+                    Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter, f"{lo:.2f}")
+        qp.drawText(QRectF(area.right() + 4, top - fm.height() / 2, right, fm.height()),
+                    Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter, "1.0")
+        qp.drawText(QRectF(area.right() + 4, area.bottom() - fm.height() / 2, right, fm.height()),
+                    Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter, "0")
+        qp.drawText(QRectF(area.left(), area.bottom() + 2, area.width(), fm.height()),
+                    Qt.AlignmentFlag.AlignCenter, f"iteration (of {n})")
+        qp.setPen(LOSS)
+        qp.drawText(QRectF(area.left(), 0, area.width(), fm.height()), Qt.AlignmentFlag.AlignLeft, "loss")
+        qp.setPen(SCORE)
+        qp.drawText(QRectF(area.left(), 0, area.width(), fm.height()), Qt.AlignmentFlag.AlignRight,
+                    "validation score")
+        if not self.it:
+            return
+        qp.setClipRect(area.adjusted(-3, -3, 3, 3))
+        thin = QColor(LOSS)
+        thin.setAlpha(90)
+        for values, pen in ((self.loss, QPen(thin, 1)), (self.ema, QPen(LOSS, 2))):
+            path = QPainterPath(QPointF(x(self.it[0]), y_loss(values[0])))
+            for i, v in zip(self.it[1:], values[1:], strict=True):
+                path.lineTo(x(i), y_loss(v))
+            qp.setPen(pen)
+            qp.drawPath(path)
+        if self.score:
+            qp.setPen(QPen(SCORE, 1.5))
+            qp.setBrush(SCORE)
+            points = [QPointF(x(i), y_score(v)) for i, v in zip(self.score_it, self.score, strict=True)]
+            for a, b in zip(points, points[1:], strict=False):
+                qp.drawLine(a, b)
+            for pt in points:
+                qp.drawEllipse(pt, 2.5, 2.5)

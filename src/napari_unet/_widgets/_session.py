@@ -21,10 +21,13 @@ def builtin_names() -> list[str]:
 class Session:
     """Current model (a ``SegmentationModel`` or None), its source and the device to run on.
 
-    ``changed`` is emitted (on the main thread) whenever one of them changes.
+    ``changed`` is emitted (on the main thread) whenever one of them changes; ``segmented``
+    with a one-line summary whenever an image was segmented (by Segment or after fine-tuning),
+    so that every section shows the latest result.
     """
 
     changed = Signal()
+    segmented = Signal(str)
 
     def __init__(self) -> None:
         self.model = None
@@ -55,10 +58,11 @@ class Session:
 
         return load_model(names[0]), names[0]
 
-    def follow(self, widget, callback) -> None:
-        """Call ``callback()`` on every change while the magicgui ``widget`` exists."""
-        self.changed.connect(callback)
-        widget.native.destroyed.connect(lambda *_: self.changed.disconnect(callback))
+    def follow(self, widget, callback, signal: str = "changed") -> None:
+        """Call ``callback`` on every emission of ``signal`` while the magicgui ``widget`` exists."""
+        sig = getattr(self, signal)
+        sig.connect(callback)
+        widget.native.destroyed.connect(lambda *_: sig.disconnect(callback))
 
     def reset(self) -> None:
         self.model, self.source, self.device = None, "", "auto"

@@ -1,40 +1,90 @@
-"""Export widget: save a labels layer (uint16/uint32 tif) or an image layer such as the
-probabilities (float32 tif). File > Save does the same through the plugin's writers."""
+"""Export section: save a labels layer (uint16 tif, uint32 beyond 65535 ids) or one of the
+plugin's probability / weight-map layers (float32 tif), atomically, never replacing a file
+without asking. Raw images are not offered: they are the user's data, already on disk."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 import napari.layers
-from magicgui.widgets import ComboBox, Container, FileEdit, PushButton, create_widget
+from magicgui.widgets import ComboBox, Container, FileEdit, PushButton
+from qtpy.QtCore import QTimer
 
-from ._layers import note, reason, tell
+from ._layers import Overwrite, folder_for, form, info, note, reason, tell
 
 if TYPE_CHECKING:
     import napari.viewer
 
+SAVABLE_IMAGES = ("probabilities", "weights")
+
 
 class ExportWidget(Container):
-    def __init__(self, viewer: napari.viewer.Viewer):
-        super().__init__()
+    def __init__(self, viewer: napari.viewer.Viewer, progress=None):
+        super().__init__(labels=False)
         self._viewer = viewer
-        self._layer = cast(ComboBox, create_widget(label="Layer", annotation="napari.layers.Layer"))
+        self._overwrite = Overwrite()
+        self._folder_chosen = False
+        self._layer = ComboBox(label="Layer", choices=self._choices, nullable=True,
+                               tooltip="labels layers (uint16 tif) and the plugin's probability layers (float32 tif)")
         self._path = FileEdit(label="Save to", mode="w", filter="TIFF (*.tif *.tiff)")
         self._save = PushButton(text="Save as tif")
-        self._status = note("labels → uint16/uint32 tif; images → float32 tif")
-        self.extend([self._layer, self._path, self._save, self._status])
+        self._status = note("Labels are saved as uint16 (uint32 beyond 65535 objects), probabilities as float32.")
+        self.extend([form(self._layer, self._path), self._save, self._status])
         self._layer.changed.connect(self._suggest)
+        self._path.changed.connect(self._path_changed)
         self._save.changed.connect(self.save)
-        self._suggest(self._layer.value)
+        self._pick_default()
+        self._repick = QTimer(self.native)
+        self._repick.setSingleShot(True)
+        self._repick.setInterval(0)
+        self._repick.timeout.connect(self._pick_default)
+        viewer.layers.events.inserted.connect(self._layer_added)
+        self.native.destroyed.connect(lambda *_: viewer.layers.events.inserted.disconnect(self._layer_added))
+
+    def _choices(self, *_) -> list:
+        out = []
+        for lyr in reversed(self._viewer.layers):  # top of the layer list first
+            if isinstance(lyr, napari.layers.Labels) or (
+                    isinstance(lyr, napari.layers.Image) and info(lyr).get("role") in SAVABLE_IMAGES):
+                out.append((lyr.name, lyr))
+        return out
+
+    def _pick_default(self) -> None:
+        """The newest segmentation result, else the top labels layer, else nothing."""
+        self._layer.reset_choices()
+        layers = [lyr for _, lyr in self._choices()]
+        best = next((lyr for lyr in layers if info(lyr).get("role") == "labels"), None)
+        best = best or next((lyr for lyr in layers if isinstance(lyr, napari.layers.Labels)), None)
+        if best is not None and best is not self._layer.value:
+            self._layer.value = best
+
+    def _layer_added(self, event) -> None:
+        if info(event.value).get("role") == "labels" or self._layer.value is None:
+            self._repick.start()  # once the layer list has settled
+
+    def _path_changed(self, *_) -> None:
+        self._overwrite.pending = None
+        if not self._suggesting:
+            self._folder_chosen = True
+
+    _suggesting = False
 
     def _suggest(self, layer) -> None:
-        """Propose "<folder>/<layer name>.tif", keeping the folder already chosen."""
+        """Propose "<folder>/<layer name>.tif": the folder already chosen, else the folder of
+        the image the layer was made from."""
         if layer is None:
             return
         current = Path(str(self._path.value))
-        folder = current.parent if current.suffix else (current if str(current) != "." else Path.home())
-        self._path.value = folder / f"{layer.name}.tif"
+        if self._folder_chosen and str(current) not in ("", "."):
+            folder = current.parent if current.suffix else current
+        else:
+            folder = folder_for(self._viewer, layer)
+        self._suggesting = True
+        try:
+            self._path.value = folder / f"{layer.name}.tif"
+        finally:
+            self._suggesting = False
 
     def save(self):
         from napari_unet.io import write_labels, write_probabilities
@@ -45,15 +95,14 @@ class ExportWidget(Container):
             return None
         if path.suffix.lower() not in (".tif", ".tiff"):
             path = path.with_name(path.name + ".tif")
+        if not self._overwrite.allowed(path, self._status, "Save as tif"):
+            return None
         data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
         try:
             if isinstance(layer, napari.layers.Labels):
                 written = write_labels(path, data)
-            elif isinstance(layer, napari.layers.Image):
-                written = write_probabilities(path, data)
             else:
-                tell(self._status, f"{layer.name} is neither a labels nor an image layer", error=True)
-                return None
+                written = write_probabilities(path, data)
         except (OSError, ValueError) as e:
             tell(self._status, f"Could not save {layer.name}: {reason(e)}", error=True)
             return None

@@ -1,4 +1,4 @@
-"""Annotate and fine-tune widget: paint a few cells, train from the painted pixels only."""
+"""Annotate and fine-tune section: paint a few cells, train from the painted pixels only."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ from magicgui.widgets import ComboBox, Container, FileEdit, PushButton, SpinBox,
 
 from ._annotations import CONVENTION, background, new_cell, plane_pairs
 from ._jobs import Job
-from ._layers import KEY, info, link, note, plane_shape, reason, source_of, tell
+from ._layers import KEY, Overwrite, folder_for, form, info, link, note, plane_shape, reason, source_of, tell
+from ._plot import TrainingPlot
+from ._progress import ProgressRow
 from ._session import session
 from .segment import segment_layer
 
@@ -21,13 +23,22 @@ if TYPE_CHECKING:
 RATES = [("1e-2", 1e-2), ("3e-3", 3e-3), ("1e-3", 1e-3), ("3e-4", 3e-4), ("1e-4", 1e-4), ("3e-5", 3e-5)]
 
 
+def annotation_warnings(labels: list) -> list[str]:
+    """Plain-words warnings about the painted labels (one class only, no background, ...) from
+    :func:`napari_unet.train.check_annotations` when this version of the engine has it."""
+    from napari_unet import train
+
+    check = getattr(train, "check_annotations", None)
+    return list(check(labels)) if check is not None else []
+
+
 class FinetuneWidget(Container):
-    def __init__(self, viewer: napari.viewer.Viewer):
-        super().__init__()
+    def __init__(self, viewer: napari.viewer.Viewer, progress: ProgressRow | None = None):
+        super().__init__(labels=False)
         self._viewer = viewer
         self.job: Job | None = None
         self.result = None  # the last TrainingResult
-        self._plot = None
+        self._overwrite = Overwrite()
         self._image = cast(ComboBox, create_widget(label="Image", annotation="napari.layers.Image"))
         self._new = PushButton(text="New annotation layer for this image")
         self._annotations = cast(ComboBox, create_widget(label="Annotations", annotation="napari.layers.Labels"))
@@ -42,18 +53,33 @@ class FinetuneWidget(Container):
         self._tile = SpinBox(label="Tile (px)", value=252, min=92, max=1024, step=16,
                              tooltip="training tile edge; smaller is faster on a CPU")
         self._train = PushButton(text="Fine-tune")
-        self._cancel = PushButton(text="Cancel", enabled=False)
+        self._warnings = note("")
+        self._warnings.native.setStyleSheet("color: #e3b341")
+        self._warnings.visible = False
         self._status = note("")
         self._path = FileEdit(label="Save to", mode="w", filter="napari-unet model (*.safetensors)")
         self._save = PushButton(text="Save fine-tuned model", enabled=False)
-        self.extend([self._image, self._new, self._annotations, convention, paint, self._valid, self._iterations,
-                     self._lr, self._tile, self._train, self._cancel, self._status, self._path, self._save])
+        self.extend([form(self._image, self._new, self._annotations), convention, paint,
+                     form(self._valid, self._iterations, self._lr, self._tile), self._train, self._warnings,
+                     self._status])
+        from napari.utils.theme import get_theme
+
+        self._plot = TrainingPlot(get_theme(viewer.theme).text.as_hex())
+        self._plot.setVisible(False)  # shown from the first fine-tuning on
+        self.extend([form(self._path), self._save])
+        # under the status line, above "Save to" (magicgui's extend does not count it: insert it last)
+        layout = self.native.layout()
+        layout.insertWidget(layout.indexOf(self._status.native) + 1, self._plot)
+        self.progress = progress
+        if progress is None:  # on its own (not in the panel): its own progress row
+            self.progress = ProgressRow()
+            self.native.layout().addWidget(self.progress)
         self._new.changed.connect(self.new_annotation_layer)
         self._bg.changed.connect(lambda: self._annotations.value is not None and background(self._annotations.value))
         self._cell.changed.connect(lambda: self._annotations.value is not None and new_cell(self._annotations.value))
         self._train.changed.connect(self.run)
-        self._cancel.changed.connect(self.cancel)
         self._save.changed.connect(self.save)
+        self._path.changed.connect(lambda: setattr(self._overwrite, "pending", None))
 
     # ------------------------------------------------------------------ annotating
     def new_annotation_layer(self):
@@ -119,8 +145,13 @@ class FinetuneWidget(Container):
             tell(self._status, "Nothing painted yet: create an annotation layer and paint background (1) "
                                "and a few cells (2, 3, ...)", error=True)
             return
+        self._warnings.value = ""
+        self._warn(annotation_warnings(labels))
         n, lr, tile, device = self._iterations.value, self._lr.value, self._tile.value, session.device
         source = {}
+        painted = sum(int((lb > 0).sum()) for lb in labels)
+        cells = sum(int(np.unique(lb[lb > 1]).size) for lb in labels)
+        self._painted = (len(images), painted, cells)
 
         def work(report, cancelled):
             from napari_unet.train import TrainingConfig, train
@@ -131,26 +162,32 @@ class FinetuneWidget(Container):
             return train(model, images, labels, cfg, validation=validation, callback=report,
                          cancel=cancelled, channel_axis=channel_axis)
 
-        self._show_plot()
         self._plot.reset()
-        self._train.enabled, self._cancel.enabled = False, True
-        painted = sum(int((lb > 0).sum()) for lb in labels)
-        self._status.value = f"fine-tuning on {len(images)} image(s), {painted} painted pixels ..."
+        self._plot.setVisible(True)
+        self._train.enabled = False
+        tell(self._status, f"Fine-tuning on {len(images)} image(s): {painted} painted pixels, {cells} cells ...")
+
+        def trained(res):
+            self._trained(res, source.get("name", ""))
+
         self.job = Job(
-            work, desc="Fine-tuning: iterations", count=lambda p: (p.iteration, p.iterations),
-            on_progress=self._plot.add, on_returned=lambda res: self._trained(res, source.get("name", "")),
+            work, desc="Fine-tuning", count=lambda p: (p.iteration, p.iterations),
+            on_progress=self._iteration, on_returned=trained,
             on_error=lambda exc: tell(self._status, f"Fine-tuning failed: {reason(exc)}", error=True),
-            on_finished=self._finished, keep_cancelled_result=True, owner=self.native,
+            on_finished=self._finished, keep_cancelled_result=True, owner=self.native, view=self.progress,
+            on_warning=lambda text: self._warn([text]),
         )
 
-    def _show_plot(self) -> None:
-        if self._plot is None:
-            from napari.utils.theme import get_theme
+    def _warn(self, warnings: list[str]) -> None:
+        """Add ``warnings`` (once each) to the yellow lines above the status."""
+        shown = self._warnings.value
+        new = [f"⚠ {w}" for w in warnings if w not in shown]
+        self._warnings.value = "<br>".join(filter(None, [shown] + new))
+        self._warnings.visible = bool(self._warnings.value)
 
-            from ._plot import TrainingPlot
-
-            self._plot = TrainingPlot(get_theme(self._viewer.theme).text.as_hex())
-            self.native.layout().insertWidget(self.index(self._status) + 1, self._plot.canvas)
+    def _iteration(self, p) -> None:
+        self._plot.add(p)
+        self.job.set_description(f"Fine-tuning: iteration {p.iteration} of {p.iterations}")
 
     def _trained(self, result, source: str) -> None:
         self.result = result
@@ -159,9 +196,20 @@ class FinetuneWidget(Container):
             tell(self._status, "Cancelled before the first iteration: the model is unchanged")
             return
         model = result.model
+        start_name = model.name
         if not model.name.endswith("-finetuned"):
             model.name = f"{model.name}-finetuned"
-        session.set_model(model, source.removesuffix(" fine-tuned") + " fine-tuned")
+        n_images, painted, cells = self._painted
+        start = source.removesuffix(" fine-tuned")
+        marker = ". Started from "
+        if model.description.startswith(f"{start} fine-tuned in napari") and marker in model.description:
+            origin = model.description.split(marker, 1)[1]  # fine-tuned again: keep where it began
+        else:
+            origin = f"{start_name}: {model.description}".strip()
+        model.description = (f"{start} fine-tuned in napari on {n_images} image(s) ({cells} painted cells, "
+                             f"{painted} painted pixels), {len(h)} iteration{'s' * (len(h) != 1)}{marker}{origin}")
+        self._warn(getattr(result, "warnings", []) or [])
+        session.set_model(model, start + " fine-tuned")
         how = f"cancelled after {len(h)} iterations, keeping" if result.cancelled else f"{len(h)} iterations,"
         k = max(1, len(h) // 10)  # loss averaged over the first and the last tenth
         summary = (f"Fine-tuned ({how} the model of iteration {result.best_iteration}); loss "
@@ -171,7 +219,7 @@ class FinetuneWidget(Container):
         summary += "".join(f" {w}" for w in result.warnings)  # what to paint, start model kept
         self._save.enabled = True
         if not str(self._path.value) or str(self._path.value) == ".":
-            self._path.value = Path.home() / f"{model.name}.safetensors"
+            self._path.value = folder_for(self._viewer, self._image.value) / f"{model.name}.safetensors"
         image = self._image.value
         if image is None:
             tell(self._status, summary)
@@ -180,21 +228,20 @@ class FinetuneWidget(Container):
 
         def resegmented():
             if self.job.outcome == "returned":
-                self._status.value = f"{summary} {image.name} segmented again with it: see {image.name} labels."
+                tell(self._status, f"{summary} {self._status.value}")
             self._finished()
 
         self.job = segment_layer(self._viewer, image, status=self._status, on_finished=resegmented,
-                                 owner=self.native)
+                                 owner=self.native, view=self.progress)
 
     def cancel(self) -> None:
         if self.job is not None and self.job.running:
             self.job.cancel()
 
     def _finished(self) -> None:
-        if self._plot is not None:
-            self._plot.redraw()
+        self._plot.redraw()
         if self.job is None or not self.job.running:  # (the re-segmentation may still run)
-            self._train.enabled, self._cancel.enabled = True, False
+            self._train.enabled = True
 
     def save(self) -> None:
         if self.result is None:
@@ -202,6 +249,8 @@ class FinetuneWidget(Container):
         path = Path(self._path.value)
         if path.suffix.lower() != ".safetensors":
             path = path.with_name(path.name + ".safetensors")
+        if not self._overwrite.allowed(path, self._status, "Save fine-tuned model"):
+            return
         try:
             from napari_unet.modelfile import save_model
 

@@ -1,4 +1,4 @@
-"""Model widget: choose a built-in model or a model file, and the device it runs on."""
+"""Model section: choose a built-in model or a model file, and the device it runs on."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ from magicgui.widgets import ComboBox, Container, FileEdit, PushButton
 from qtpy.QtCore import QTimer
 
 from ._jobs import Job
-from ._layers import note, reason, tell
+from ._layers import form, note, reason, tell
+from ._progress import ProgressRow
 from ._session import builtin_names, session
+from ._words import model_file_problem
 
 if TYPE_CHECKING:
     import napari.viewer
@@ -29,8 +31,8 @@ def _devices() -> list[str]:
 class ModelWidget(Container):
     """The current model (shared with the other widgets) and the device it runs on."""
 
-    def __init__(self, viewer: napari.viewer.Viewer):
-        super().__init__()
+    def __init__(self, viewer: napari.viewer.Viewer, progress: ProgressRow | None = None):
+        super().__init__(labels=False)
         self._viewer = viewer
         self._job = None
         self._autoload = None
@@ -40,9 +42,13 @@ class ModelWidget(Container):
         self._file = FileEdit(label="Model file", mode="r", filter="napari-unet model (*.safetensors)")
         self._load_file = PushButton(text="Load model file")
         self._device = ComboBox(label="Device", choices=_devices(), value=session.device)
-        self._info = note("")
+        self._info = note("No model loaded yet.")
         self._status = note("" if names else "no built-in model installed: load a model file")
-        self.extend([self._builtin, self._file, self._load_file, self._device, self._info, self._status])
+        self.extend([form(self._builtin, self._file, self._load_file, self._device), self._info, self._status])
+        self.progress = progress
+        if progress is None:  # on its own (not in the panel): its own progress row
+            self.progress = ProgressRow()
+            self.native.layout().addWidget(self.progress)
 
         self._builtin.changed.connect(lambda name: name and self.load(name))
         self._load_file.changed.connect(lambda: self.load(str(self._file.value)))
@@ -61,22 +67,27 @@ class ModelWidget(Container):
         if self._autoload is not None:
             self._autoload.stop()  # a choice of the user's wins over the default
         if not source or source == ".":
-            tell(self._status, "choose a model file first", error=True)
+            tell(self._status, "Choose a model file first", error=True)
             return
         if self._job is not None and self._job.running:
             self._job.cancel()  # its result is dropped; the newest choice wins
-        self._status.value = f"loading {source} ..."
+        tell(self._status, f"Loading {source} ...")
+        builtin = source in builtin_names()
 
         def work(report, cancelled):
             from napari_unet.modelfile import load_model
 
             return load_model(source)
 
+        def failed(exc):
+            why = reason(exc) if builtin else model_file_problem(source, exc)
+            kept = f" {session.model.name} stays the current model." if session.model is not None else ""
+            tell(self._status, f"Could not load the model: {why.rstrip('.')}.{kept}", error=True)
+
         self._job = Job(
-            work, desc=f"Loading model {source}",
-            on_returned=lambda model: session.set_model(model, source),
-            on_error=lambda exc: tell(self._status, f"Could not load the model: {reason(exc)}", error=True),
-            owner=self.native,
+            work, desc=f"Loading model {Path(source).name}",
+            on_returned=lambda model: session.set_model(model, source), on_error=failed,
+            owner=self.native, view=self.progress,
         )
 
     def _device_changed(self, device: str) -> None:
@@ -97,7 +108,7 @@ class ModelWidget(Container):
                 self._device.value = session.device if session.device in self._device.choices else "auto"
         try:
             runs_on = str(resolve_device(session.device))
-            self._status.value = ""
+            tell(self._status, "")
         except DeviceError as e:
             runs_on = "unavailable"
             tell(self._status, str(e), error=True)

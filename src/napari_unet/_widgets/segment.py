@@ -1,4 +1,4 @@
-"""Segment widget: run the current model on an image layer in the background."""
+"""Segment section: run the current model on an image layer in the background."""
 
 from __future__ import annotations
 
@@ -9,17 +9,43 @@ import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, PushButton, create_widget
 
 from ._jobs import Job
-from ._layers import image_data, note, plane_shape, put, reason, tell
-from ._session import session
+from ._layers import find_all, form, image_data, note, plane_shape, put, reason, tell
+from ._progress import ProgressRow
+from ._session import builtin_names, session
 
 if TYPE_CHECKING:
     import napari.viewer
 
+SAMPLE_KEY = "napari_unet_sample"
 
-def segment_layer(viewer, layer, *, all_classes: bool = False, status=None, on_finished=None, owner=None) -> Job:
+
+def count_objects(labels: np.ndarray) -> str:
+    """``"57 objects"`` for a plane; for a stack, per plane (ids are unique over the stack,
+    so the largest id is not a count per plane): ``"812 objects in 8 planes (90 to 112 per plane)"``."""
+    labels = np.asarray(labels)
+    if labels.ndim <= 2:
+        n = int(np.unique(labels[labels > 0]).size) if labels.any() else 0
+        return f"{n} object{'s' * (n != 1)}"
+    planes = labels.reshape((-1,) + labels.shape[-2:])
+    per = [int(np.unique(p[p > 0]).size) if p.any() else 0 for p in planes]
+    total = sum(per)
+    spread = f"{min(per)} per plane" if min(per) == max(per) else f"{min(per)} to {max(per)} per plane"
+    return f"{total} object{'s' * (total != 1)} in {len(per)} planes ({spread})"
+
+
+def segment_layer(viewer, layer, *, all_classes: bool = False, tta: bool = False, status=None, on_finished=None,
+                  owner=None, view=None) -> Job:
     """Segment image ``layer`` with the current model (the default built-in one if none was
-    chosen) into the layers "<image> probabilities" and "<image> labels" (updated, not
-    duplicated, on a second run). Returns the running :class:`Job`."""
+    chosen) into the layers "<image> <class> probability" (the foreground class, or every
+    class with ``all_classes``) and "<image> labels" (updated, not duplicated, on a second
+    run). A three-class model's foreground layer is interior + boundary. ``tta`` averages the
+    8 rotations/flips. A multiscale or large lazy (dask/zarr) layer is segmented block by block
+    to disk instead (see ``large.py``). Returns the running :class:`Job`."""
+    from .large import is_out_of_core, segment_layer_out_of_core
+
+    if is_out_of_core(layer.data, layer.multiscale):
+        return segment_layer_out_of_core(viewer, layer, status=status, on_finished=on_finished, owner=owner,
+                                         view=view)
     data, channel_axis = image_data(layer)
     device, name = session.device, layer.name
     n_planes = math.prod(plane_shape(layer)[:-2])
@@ -28,7 +54,7 @@ def segment_layer(viewer, layer, *, all_classes: bool = False, status=None, on_f
         from napari_unet.predict import segment
 
         model, source = session.get_model()
-        seg = segment(np.asarray(data), model, channel_axis=channel_axis, device=device,
+        seg = segment(np.asarray(data), model, channel_axis=channel_axis, device=device, tta=tta,
                       progress=lambda done, total: report((done, total)), cancel=cancelled)
         return model, source, seg
 
@@ -36,50 +62,107 @@ def segment_layer(viewer, layer, *, all_classes: bool = False, status=None, on_f
         done, total = value
         if n_planes > 1 and total:
             plane = min(n_planes, done * n_planes // total + 1)
-            job.pbar.set_description(f"Segmenting {name}: plane {plane}/{n_planes}, tiles")
+            job.set_description(f"Segmenting {name}: plane {plane} of {n_planes}")
 
     def returned(result):
         model, source, seg = result
         if session.model is None:
             session.set_model(model, source)
-        probs = seg.probabilities if all_classes else seg.probabilities[model.foreground_class]
-        put(viewer, "image", probs, role="probabilities", source=layer, name=f"{name} probabilities",
-            colormap="magma", contrast_limits=(0.0, 1.0), blending="additive", opacity=0.6)
+        from napari_unet.predict import foreground_probability
+
+        fg = model.foreground_class
+        names = model.class_names
+        if len(names) == 3:  # background / interior / boundary: the foreground is two classes
+            parts = [(names[fg], foreground_probability(seg.probabilities, model), True)]
+            if all_classes:
+                parts += [(f"{names[k]} class", seg.probabilities[k], False) for k in range(3)]
+        else:
+            parts = [(names[k], seg.probabilities[k], k == fg) for k in range(len(names)) if all_classes or k == fg]
+        wanted = [part for part, _, _ in parts]
+        for lyr in find_all(viewer, "probabilities", source=layer):
+            if lyr.metadata["napari_unet"].get("part") not in wanted:
+                viewer.layers.remove(lyr)  # from an earlier run: other classes or another model
+        for part, data_k, visible in parts:
+            put(viewer, "image", data_k, role="probabilities", source=layer, part=part,
+                name=f"{name} {part} probability", colormap="magma", contrast_limits=(0.0, 1.0),
+                blending="additive", opacity=0.6, visible=visible)
         put(viewer, "labels", seg.labels, role="labels", source=layer, name=f"{name} labels")
-        n = int(seg.labels.max())
-        tell(status, f"{name}: {n} object{'s' * (n != 1)} found with {model.name}")
+        message = f"{name}: {count_objects(seg.labels)} found with {model.name}"
+        tell(status, message)
+        session.segmented.emit(message)
 
     job = Job(
-        work, desc=f"Segmenting {name}: tiles", on_progress=progress, on_returned=returned,
+        work, desc=f"Segmenting {name}", on_progress=progress, on_returned=returned,
         on_error=lambda exc: tell(status, f"Segmentation failed: {reason(exc)}", error=True),
-        on_cancelled=lambda: tell(status, f"Segmentation of {name} cancelled"),
-        on_finished=on_finished, owner=owner,
+        on_cancelled=lambda: tell(status, f"Segmentation of {name} cancelled: no layer added"),
+        on_finished=on_finished, owner=owner, view=view,
     )
     return job
 
 
 class SegmentWidget(Container):
-    """Choose an image layer, press Segment; Cancel stops within a tile."""
+    """Choose an image layer, press Segment; Cancel (beside the progress bar) stops within a tile."""
 
-    def __init__(self, viewer: napari.viewer.Viewer):
-        super().__init__()
+    def __init__(self, viewer: napari.viewer.Viewer, progress: ProgressRow | None = None):
+        super().__init__(labels=False)
         self._viewer = viewer
         self.job: Job | None = None
         self._image = cast(ComboBox, create_widget(label="Image", annotation="napari.layers.Image"))
-        self._all = CheckBox(text="All class probabilities (else the foreground class only)", value=False)
+        self._all = CheckBox(text="Every class as its own layer", value=False,
+                             tooltip="also add the probability of the other classes (e.g. background), one "
+                                     "layer per class, hidden; else only the foreground class")
+        self._tta = CheckBox(text="Average 8 rotations/flips (8x slower)", value=False,
+                             tooltip="test-time augmentation: a little more accurate on some images, "
+                                     "eight times the time (docs/models.md)")
         self._run = PushButton(text="Segment")
-        self._cancel = PushButton(text="Cancel", enabled=False)
-        self._model = note("")
+        self._model = note("Model:")
+        self._hint = note("")
+        self._use = PushButton(text="Use the suggested model", visible=False)
         self._status = note("")
-        self.extend([self._image, self._all, self._model, self._run, self._cancel, self._status])
+        self.extend([form(self._image), self._model, self._hint, self._use, self._all, self._tta, self._run,
+                     self._status])
+        self.progress = progress
+        if progress is None:  # on its own (not in the panel): its own progress row
+            self.progress = ProgressRow()
+            self.native.layout().addWidget(self.progress)
         self._run.changed.connect(self.run)
-        self._cancel.changed.connect(self.cancel)
+        self._use.changed.connect(self.use_suggested)
+        self._image.changed.connect(self._show_model)
         session.follow(self, self._show_model)
+        session.follow(self, lambda message: tell(self._status, message), "segmented")
         self._show_model()
 
-    def _show_model(self) -> None:
-        src = f"{session.source} (on {session.device})" if session.model is not None else "default built-in"
+    def _suggested(self) -> str:
+        """The model the chosen image suggests (the samples do) when it is not the current one."""
+        layer = self._image.value
+        md = layer.metadata.get(SAMPLE_KEY, {}) if layer is not None else {}
+        wanted = md.get("suggested_model", "") if isinstance(md, dict) else ""
+        current = session.source if session.model is not None else (builtin_names() or [""])[0]
+        return wanted if wanted and wanted != current and wanted in builtin_names() else ""
+
+    def _show_model(self, *_) -> None:
+        src = f"{session.source} (on {session.device})" if session.model is not None else \
+            f"{(builtin_names() or ['none'])[0]} (built-in default, loaded on first use)"
         self._model.value = f"Model: {src}"
+        wanted = self._suggested()
+        self._hint.value = (f"The model made for {self._image.value.name} is <b>{wanted}</b>." if wanted else "")
+        self._hint.visible = bool(wanted)
+        self._use.text = f"Use {wanted}"
+        self._use.visible = bool(wanted)
+
+    def use_suggested(self) -> None:
+        name = self._suggested()
+        if not name:
+            return
+
+        def work(report, cancelled):
+            from napari_unet.modelfile import load_model
+
+            return load_model(name)
+
+        self.job = Job(work, desc=f"Loading model {name}", on_returned=lambda m: session.set_model(m, name),
+                       on_error=lambda exc: tell(self._status, f"Could not load {name}: {reason(exc)}", error=True),
+                       owner=self.native, view=self.progress)
 
     def run(self) -> None:
         layer = self._image.value
@@ -88,14 +171,15 @@ class SegmentWidget(Container):
             return
         if self.job is not None and self.job.running:
             return
-        self._status.value = f"segmenting {layer.name} ..."
-        self._run.enabled, self._cancel.enabled = False, True
-        self.job = segment_layer(self._viewer, layer, all_classes=self._all.value, status=self._status,
-                                 on_finished=self._finished, owner=self.native)
+        tell(self._status, f"Segmenting {layer.name} ...")
+        self._run.enabled = False
+        self.job = segment_layer(self._viewer, layer, all_classes=self._all.value, tta=self._tta.value,
+                                 status=self._status,
+                                 on_finished=self._finished, owner=self.native, view=self.progress)
 
     def cancel(self) -> None:
         if self.job is not None and self.job.running:
             self.job.cancel()
 
     def _finished(self) -> None:
-        self._run.enabled, self._cancel.enabled = True, False
+        self._run.enabled = True

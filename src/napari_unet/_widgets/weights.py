@@ -1,7 +1,8 @@
-"""Border-weight preview: the paper's loss weight map of a labels layer, live as you paint."""
+"""Border-weight preview: the paper's loss weight map of an annotation layer, live as you paint."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
 import numpy as np
@@ -9,43 +10,97 @@ from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, create
 from napari.qt.threading import create_worker
 from qtpy.QtCore import QTimer
 
-from ._layers import find, note, put, reason, tell
+from ._layers import find, form, info, note, put, reason, tell
 
 if TYPE_CHECKING:
     import napari.viewer
 
+WARN_STYLE = "color: #e3b341"
 
-def weight_stack(labels: np.ndarray, w0: float, sigma: float, class_balance: bool) -> np.ndarray:
+
+@dataclass
+class WeightPreview:
+    """The weight map of every plane and what the user should know about it."""
+
+    weights: np.ndarray
+    border_max: float  # the largest border term (0 when no two cells are close)
+    cells: int  # painted cells (values >= 2) in the plane with the most
+
+
+def weight_stack(labels: np.ndarray, w0: float, sigma: float, class_balance: bool) -> WeightPreview:
     """:func:`napari_unet.weightmap.weight_map` of every 2D plane of ``labels``."""
-    from napari_unet.weightmap import weight_map
+    from napari_unet.weightmap import class_weights, weight_map
 
     labels = np.asarray(labels)
     out = np.zeros(labels.shape, dtype=np.float32)
+    border, cells = 0.0, 0
     for idx in np.ndindex(labels.shape[:-2]):
         out[idx] = weight_map(labels[idx], w0=w0, sigma=sigma, class_balance=class_balance)
-    return out
+        if labels[idx].any():
+            border = max(border, float((out[idx] - class_weights(labels[idx], class_balance)).max()))
+            cells = max(cells, int(np.unique(labels[idx][labels[idx] >= 2]).size))
+    return WeightPreview(out, border, cells)
+
+
+def layer_problem(layer) -> str:
+    """Why the weight map of ``layer`` would mean nothing ("" when it follows the convention)."""
+    if info(layer).get("role") == "labels":
+        return (f"{layer.name} is a segmentation result (0 = background), not annotations: its weight map "
+                "means nothing. Choose an annotation layer (0 = not annotated, 1 = background, 2.. = cells).")
+    data = np.asarray(layer.data[0] if getattr(layer, "multiscale", False) else layer.data)
+    if not data.any():
+        return f"Nothing painted in {layer.name} yet: paint background (1) and a few cells (2, 3, ...)."
+    values = np.unique(data)
+    if 1 not in values:
+        return (f"{layer.name} has no background (1) painted: if it is not an annotation layer (0 = not "
+                "annotated, 1 = background, 2.. = cells), its weight map means nothing.")
+    if not (values >= 2).any():
+        return f"{layer.name} has no cells (2, 3, ...) painted yet."
+    return ""
+
+
+def explain(preview: WeightPreview, w0: float, sigma: float) -> str:
+    """What the map shows, and why w0 and sigma may seem to do nothing."""
+    top = float(preview.weights.max())
+    text = f"Largest weight {top:.2f}; 0 on unannotated pixels."
+    if w0 > 0 and preview.border_max < 0.05 * w0:
+        reach = 2 * sigma
+        if preview.cells < 2:
+            why = "fewer than two cells are painted"
+        else:
+            why = f"no two painted cells are closer than about {reach:.0f} px (2 sigma)"
+        text += (f" w0 and sigma change nothing here: {why}. The border term only weighs background "
+                 "painted between close cells; paint neighbouring cells with the gap between them as "
+                 "background (1) to see it.")
+    return text
 
 
 class WeightsWidget(Container):
     """Shows "<labels> weight map" over the image; recomputed (debounced, in the background)
-    when w0, sigma or the painting change."""
+    when w0, sigma or the painting change. Picks an annotation layer by default."""
 
-    def __init__(self, viewer: napari.viewer.Viewer):
-        super().__init__()
+    def __init__(self, viewer: napari.viewer.Viewer, progress=None):
+        super().__init__(labels=False)
         self._viewer = viewer
         self._layer = None  # the labels layer whose events we follow
         self._worker = None
         self._again = False
         self.updates = 0  # finished recomputations (for tests)
-        self._source = cast(ComboBox, create_widget(label="Labels", annotation="napari.layers.Labels"))
+        self._source = cast(ComboBox, create_widget(label="Annotations", annotation="napari.layers.Labels"))
         self._w0 = FloatSpinBox(label="w0", value=10.0, min=0.0, max=100.0, step=1.0,
-                                tooltip="height of the border term (paper: 10)")
+                                tooltip="height of the border term (paper and fine-tuning default: 10)")
         self._sigma = FloatSpinBox(label="sigma (px)", value=5.0, min=0.5, max=100.0, step=0.5,
-                                   tooltip="width of the border term in pixels (paper: about 5)")
-        self._balance = CheckBox(text="class balance", value=True)
+                                   tooltip="width of the border term in pixels (paper and fine-tuning default: 5)")
+        self._balance = CheckBox(text="class balance", value=True,
+                                 tooltip="weigh background and cells so that each class counts as much in total")
         self._show = CheckBox(text="Show weight map", value=False)
-        self._status = note("")
-        self.extend([self._source, self._w0, self._sigma, self._balance, self._show, self._status])
+        self._warning = note("")
+        self._warning.native.setStyleSheet(WARN_STYLE)
+        self._warning.visible = False
+        self._status = note("Where fine-tuning's loss insists (the paper's weight map, eq. 2), for a layer "
+                            "painted in the label convention of section 3.")
+        self.extend([form(self._source, self._w0, self._sigma), self._balance, self._show, self._warning,
+                     self._status])
         self._timer = QTimer(self.native)
         self._timer.setSingleShot(True)
         self._timer.setInterval(150)
@@ -53,7 +108,32 @@ class WeightsWidget(Container):
         for w in (self._w0, self._sigma, self._balance, self._show):
             w.changed.connect(self.refresh)
         self._source.changed.connect(self._follow)
+        self._repick = QTimer(self.native)
+        self._repick.setSingleShot(True)
+        self._repick.setInterval(0)
+        self._repick.timeout.connect(self._pick_default)
+        self._chosen_by_user = False  # a layer picked in the list (not by a program) is kept
+        self._source.native.activated.connect(self._user_choice)
+        viewer.layers.events.inserted.connect(self._layer_added)
+        self.native.destroyed.connect(lambda *_: viewer.layers.events.inserted.disconnect(self._layer_added))
+        self._pick_default()
         self._follow(self._source.value)
+
+    # ------------------------------------------------------------------ choosing the layer
+    def _user_choice(self, *_):
+        self._chosen_by_user = True
+
+    def _pick_default(self) -> None:
+        """An annotation layer made by the plugin, else a labels layer that is not a
+        segmentation result; never the segmentation result when something else exists."""
+        choices = [c for c in self._source.choices if c is not None]
+        ranked = sorted(choices, key=lambda lyr: {"annotations": 0, "labels": 2}.get(info(lyr).get("role"), 1))
+        if ranked and ranked[0] is not self._source.value:
+            self._source.value = ranked[0]
+
+    def _layer_added(self, event) -> None:
+        if not self._chosen_by_user or self._source.value is None:
+            self._repick.start()  # once magicgui has refreshed the choices
 
     def _follow(self, layer) -> None:
         if self._layer is not None:
@@ -65,17 +145,22 @@ class WeightsWidget(Container):
             layer.events.data.connect(self.refresh)
         self.refresh()
 
+    # ------------------------------------------------------------------ computing
     def refresh(self, *_) -> None:
         """Recompute soon (painting fires many events: they are merged)."""
         if self._layer is None:
+            self._warning.visible = False
             return
         overlay = find(self._viewer, "weights", self._layer)
         if overlay is not None:
             overlay.visible = self._show.value
-        if self._show.value:
-            self._timer.start()
+        self._timer.start()
 
     def _compute(self) -> None:
+        if self._layer is not None:
+            problem = layer_problem(self._layer)
+            self._warning.value = problem
+            self._warning.visible = bool(problem)
         if self._worker is not None:
             self._again = True  # one more run once this one is done
             return
@@ -86,20 +171,22 @@ class WeightsWidget(Container):
         args = (self._w0.value, self._sigma.value, self._balance.value)
         self._worker = create_worker(
             weight_stack, labels, *args,
-            _connect={"returned": lambda w: self._shown(layer, w), "errored": self._failed,
+            _connect={"returned": lambda w: self._shown(layer, w, args), "errored": self._failed,
                       "finished": self._done},
             _start_thread=False,
         )
         self._worker.start()
 
-    def _shown(self, layer, weights) -> None:
+    def _shown(self, layer, preview: WeightPreview, args) -> None:
         if layer is not self._layer or not self._show.value:
             return
-        put(self._viewer, "image", weights, role="weights", source=layer, name=f"{layer.name} weight map",
-            colormap="inferno", blending="additive", opacity=0.7,
-            contrast_limits=(0.0, max(float(weights.max()), 1e-3)))
+        weights = preview.weights
+        overlay = put(self._viewer, "image", weights, role="weights", source=layer, name=f"{layer.name} weight map",
+                      colormap="inferno", blending="additive", opacity=0.7,
+                      contrast_limits=(0.0, max(float(weights.max()), 1e-3)))
+        overlay.colorbar.visible = True  # a colour bar with the weight values, in the canvas
         self.updates += 1
-        self._status.value = f"largest weight {weights.max():.2f} (0 on unannotated pixels)"
+        tell(self._status, explain(preview, args[0], args[1]))
 
     def _failed(self, exc) -> None:
         tell(self._status, f"No weight map: {reason(exc)}", error=True)

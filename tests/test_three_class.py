@@ -1,0 +1,243 @@
+"""Three-class output (background / cell interior / cell boundary), the microscope and scale
+augmentations, and test-time augmentation."""
+
+import numpy as np
+import pytest
+import torch
+
+from napari_unet.augment import microscope, rescale
+from napari_unet.labels import boundary_mask, to_classes
+from napari_unet.modelfile import SegmentationModel
+from napari_unet.model import UNetConfig
+from napari_unet.postprocess import foreground_of, labels_from_classes
+from napari_unet.predict import foreground_probability, predict_probabilities, segment
+from napari_unet.train import TrainingConfig, _Example, _sample, train
+from napari_unet.weightmap import class_weights
+
+from _helpers import tiny_model
+
+
+def _touching_pair():
+    """Two painted cells touching along a vertical line, background below them, the rest
+    (top rows and right columns) not annotated."""
+    lab = np.zeros((12, 14), np.uint16)
+    lab[2:10, 1:6] = 2
+    lab[2:10, 6:11] = 3
+    lab[10:12, :] = 1
+    return lab
+
+
+def test_boundary_between_touching_cells_and_background_only():
+    lab = _touching_pair()
+    b = boundary_mask(lab)
+    # both sides of the line where the two cells touch
+    assert b[3:9, 5].all() and b[3:9, 6].all()
+    # the row next to the painted background
+    assert b[9, 1:11].all()
+    # next to unannotated pixels (row 1 above, column 11 right of the cells, column 0 left):
+    # unknown, so not boundary
+    assert not b[2, 2:4].any() and not b[4:8, 10].any() and not b[4:8, 1].any()
+    # never outside cells
+    assert not b[lab < 2].any()
+
+
+def test_to_classes_three_classes_and_width():
+    lab = _touching_pair()
+    c = to_classes(lab, 3)
+    assert set(np.unique(c)) == {-1, 0, 1, 2}
+    assert (c[lab == 0] == -1).all() and (c[lab == 1] == 0).all()
+    assert (c[(lab >= 2) & ~boundary_mask(lab)] == 1).all()
+    wide = to_classes(lab, 3, boundary_width=2)
+    assert (wide == 2).sum() > (c == 2).sum()
+    assert (wide[4:8, 4] == 2).all() and (wide[4:8, 7] == 2).all()
+    np.testing.assert_array_equal(to_classes(lab, 2)[lab >= 2], 1)
+    with pytest.raises(ValueError):
+        to_classes(lab, 4)
+
+
+def test_three_class_balance_gives_each_class_equal_total_weight():
+    lab = _touching_pair()
+    w = class_weights(lab, n_classes=3)
+    c = to_classes(lab, 3)
+    totals = [w[c == k].sum() for k in range(3)]
+    np.testing.assert_allclose(totals, totals[0], rtol=1e-5)
+    assert (w[lab == 0] == 0).all()
+
+
+def test_labels_grow_from_interiors_over_the_boundary():
+    # two touching discs: interior cores apart, a boundary line between them
+    yy, xx = np.mgrid[0:40, 0:60]
+    a = (yy - 20) ** 2 + (xx - 20) ** 2 < 12**2
+    b = (yy - 20) ** 2 + (xx - 41) ** 2 < 12**2
+    inst = np.where(a, 1, 0) + np.where(b & ~a, 2, 0)
+    from napari_unet.labels import from_instances
+
+    cls = to_classes(from_instances(inst), 3)
+    probs = np.stack([(cls == k).astype(np.float32) for k in range(3)])
+    lab = labels_from_classes(probs)
+    assert lab.max() == 2
+    # each cell is recovered, boundary included (the split line may sit a pixel either way)
+    ids = []
+    for i in (1, 2):
+        vals, counts = np.unique(lab[inst == i], return_counts=True)
+        ids.append(vals[np.argmax(counts)])
+        assert ids[-1] > 0 and counts.max() / counts.sum() > 0.97
+    assert ids[0] != ids[1]
+    assert (lab[inst == 0] == 0).all()
+    # the same probabilities as a two-class foreground merge the two cells
+    two = np.stack([probs[0], probs[1] + probs[2]])
+    assert labels_from_classes(two).max() == 1
+    np.testing.assert_allclose(foreground_of(probs), probs[1] + probs[2])
+
+
+def test_three_class_model_trains_and_segments():
+    torch.manual_seed(0)
+    model = SegmentationModel.new(UNetConfig(base_channels=4, depth=3, dropout=0.0, n_classes=3),
+                                  class_names=["background", "interior", "boundary"])
+    rng = np.random.default_rng(0)
+    img = rng.normal(0, 0.1, (96, 96)).astype(np.float32)
+    lab = np.ones((96, 96), np.uint16)
+    for k, (y, x) in enumerate([(30, 30), (30, 52), (70, 60)]):
+        disc = (np.mgrid[0:96, 0:96][0] - y) ** 2 + (np.mgrid[0:96, 0:96][1] - x) ** 2 < 11**2
+        img[disc] += 1
+        lab[disc & (lab == 1)] = k + 2
+    res = train(model, [img], [lab], TrainingConfig(iterations=6, tile=92, validate_every=3, precision="float32"))
+    assert all(np.isfinite(p.loss) for p in res.history)
+    seg = segment(img, res.model, precision="float32")
+    assert seg.probabilities.shape == (3, 96, 96)
+    fg = foreground_probability(seg.probabilities, res.model)
+    np.testing.assert_allclose(fg, 1 - seg.probabilities[0], atol=1e-5)
+
+
+def test_training_tiles_carry_the_boundary_class_through_augmentation():
+    model = SegmentationModel.new(UNetConfig(base_channels=4, depth=3, dropout=0.0, n_classes=3),
+                                  class_names=["background", "interior", "boundary"])
+    lab = np.ones((120, 120), np.uint16)
+    lab[30:90, 30:60] = 2
+    lab[30:90, 60:90] = 3
+    img = (lab >= 2).astype(np.float32)
+    cfg = TrainingConfig(max_zoom=2.0, microscope=1.0, tile=92)
+    ex = _Example(img, lab, model, cfg)
+    rng = np.random.default_rng(0)
+    seen = set()
+    for _ in range(6):
+        cy, cx = divmod(int(rng.choice(ex.annotated)), 120)
+        x, cls, w, _, _ = _sample(ex, cy, cx, 92, 60, rng, cfg)
+        assert x.shape == (1, 92, 92) and cls.shape == w.shape == (60, 60)
+        assert np.isfinite(x).all()
+        seen |= set(np.unique(cls[w > 0]).tolist())
+    assert seen == {0, 1, 2}
+
+
+def test_microscope_augmentation():
+    rng = np.random.default_rng(0)
+    img = np.zeros((1, 64, 64), np.float32)
+    img[0, 20:30, 20:30] = 1
+    out = microscope(img, np.random.default_rng(5))
+    again = microscope(img, np.random.default_rng(5))
+    np.testing.assert_array_equal(out, again)
+    assert out.shape == img.shape and out.dtype == np.float32 and np.isfinite(out).all()
+    # renormalised like inference normalises: 1st and 99.8th percentiles at 0 and 1
+    lo, hi = np.percentile(out, (1, 99.8))
+    assert abs(lo) < 1e-4 and abs(hi - 1) < 1e-4
+    # debris on background pixels only (given as a mask) lifts the background
+    bg = np.ones((64, 64), bool)
+    bg[15:35, 15:35] = False
+    plain = microscope(img, np.random.default_rng(1), debris=0, uneven=0, object_brightness=0, gamma=0, noise=0,
+                       blur=0, contrast_range=(1, 1), percentiles=None)
+    np.testing.assert_allclose(plain, img, atol=1e-6)
+    blobs = microscope(img, np.random.default_rng(1), background=bg, debris=5, uneven=0, object_brightness=0,
+                       gamma=0, noise=0, blur=0, contrast_range=(0.05, 0.05), percentiles=None)
+    assert blobs[0][bg].max() > blobs[0][20:30, 20:30].max()
+    assert rng is not None
+
+
+def test_rescale_image_and_nearest_labels():
+    img = np.arange(64, dtype=np.float32).reshape(1, 8, 8)
+    lab = np.repeat(np.arange(8)[None], 8, 0).astype(np.int8)
+    big, lab2 = rescale(img, lab, size=16)
+    assert big.shape == (1, 16, 16) and lab2.shape == (16, 16) and lab2.dtype == np.int8
+    np.testing.assert_array_equal(lab2[0], np.repeat(np.arange(8), 2))
+    small, lab3 = rescale(img, lab, size=4)
+    np.testing.assert_array_equal(lab3[0], [1, 3, 5, 7])  # nearest to each output pixel centre
+
+
+def _equivariant_model():
+    """A U-Net without pooling (depth 1) whose 3x3 kernels are symmetric under the 8
+    rotations/flips: equivariant to them by construction."""
+    torch.manual_seed(0)
+    model = tiny_model(depth=1)
+    with torch.no_grad():
+        for p in model.network.parameters():
+            if p.ndim == 4 and p.shape[-1] == 3:
+                v = [torch.rot90(p, k, (2, 3)) for k in range(4)]
+                v += [torch.flip(x, (3,)) for x in v]
+                p.copy_(sum(v) / 8)
+    return model
+
+
+def test_tta_of_an_equivariant_network_equals_its_plain_output():
+    model = _equivariant_model()
+    img = np.random.default_rng(3).random((37, 53)).astype(np.float32)
+    plain = predict_probabilities(img, model, precision="float32", tile=40)
+    avg = predict_probabilities(img, model, precision="float32", tile=40, tta=True)
+    np.testing.assert_allclose(avg, plain, atol=1e-5)
+
+
+def test_tta_averages_eight_views_and_counts_progress():
+    model = tiny_model(depth=1)  # not symmetric: the views differ
+    img = np.random.default_rng(4).random((30, 44)).astype(np.float32)
+    plain = predict_probabilities(img, model, precision="float32")
+    seen = []
+    avg = predict_probabilities(img, model, precision="float32", tta=True, progress=lambda d, t: seen.append((d, t)))
+    assert not np.allclose(avg, plain, atol=1e-4)
+    np.testing.assert_allclose(avg.sum(0), 1, atol=1e-5)
+    assert seen[-1][0] == seen[-1][1] >= 8  # every tile of every view counted, to the end
+    # by hand: the mean of the 8 views, each mapped back
+    views = []
+    for k in range(4):
+        for flip in (False, True):
+            v = np.rot90(img, k)
+            v = v[:, ::-1] if flip else v
+            p = predict_probabilities(np.ascontiguousarray(v), model, precision="float32")
+            p = p[..., ::-1] if flip else p
+            views.append(np.rot90(p, -k, axes=(-2, -1)))
+    np.testing.assert_allclose(avg, np.mean(views, 0), atol=1e-5)
+
+
+def test_tile_workers_train_like_the_loop():
+    model = tiny_model()
+    rng = np.random.default_rng(0)
+    img = rng.random((80, 80)).astype(np.float32)
+    lab = np.ones((80, 80), np.uint16)
+    lab[20:40, 20:40] = 2
+    res = train(model, [img], [lab], TrainingConfig(iterations=4, tile=92, workers=1, precision="float32",
+                                                    validate_every=2))
+    assert len(res.history) == 4 and all(np.isfinite(p.loss) for p in res.history)
+
+
+def test_cli_trains_a_three_class_model_and_segments_with_tta(tmp_path):
+    import tifffile
+
+    from napari_unet.cli import main
+    from napari_unet.modelfile import load_model
+
+    rng = np.random.default_rng(0)
+    img = rng.normal(0, 0.1, (80, 80)).astype(np.float32)
+    lab = np.ones((80, 80), np.uint16)
+    lab[20:40, 20:40] = 2
+    lab[20:40, 40:60] = 3
+    img[lab >= 2] += 1
+    tifffile.imwrite(tmp_path / "img.tif", img)
+    tifffile.imwrite(tmp_path / "lab.tif", lab)
+    out = tmp_path / "m3.safetensors"
+    assert main(["train", "--images", str(tmp_path / "img.tif"), "--labels", str(tmp_path / "lab.tif"),
+                 "--output", str(out), "--classes", "3", "--iterations", "3", "--tile", "92",
+                 "--base-channels", "4", "--depth", "3", "--precision", "float32", "-q"]) == 0
+    model = load_model(out)
+    assert model.config.n_classes == 3 and model.class_names == ["background", "cell", "cell boundary"]
+    assert main(["segment", str(tmp_path / "img.tif"), "--model", str(out), "--output", str(tmp_path / "res"),
+                 "--probabilities", "--tta", "--precision", "float32", "-q"]) == 0
+    probs = tifffile.imread(tmp_path / "res" / "img_probabilities.tif")
+    assert probs.shape == (3, 80, 80)
+    np.testing.assert_allclose(probs, predict_probabilities(img, model, precision="float32", tta=True), atol=1e-5)
