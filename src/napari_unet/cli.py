@@ -5,6 +5,7 @@
     napari-unet segment BIG.zarr|BIG.tif --model M --output DIR [--workers N | --scheduler ADDRESS]
     napari-unet train --images ... --labels ... --output MODEL_FILE [--model START]
     napari-unet evaluate --predictions ... --truth ...
+    napari-unet export MODEL OUT.zip [--overwrite]     (bioimage.io model package)
 """
 
 from __future__ import annotations
@@ -31,11 +32,11 @@ def _progress_bar(total: int, desc: str, disable: bool):
     return tqdm(total=total, desc=desc, unit="tile", disable=disable, leave=False, dynamic_ncols=True)
 
 
-def _load_model(spec: str):
+def _load_model(spec: str, allow_torchscript: bool = False):
     from .modelfile import ModelFileError, load_model
 
     try:
-        return load_model(spec)
+        return load_model(spec, allow_torchscript=allow_torchscript)
     except ModelFileError as e:
         raise CliError(str(e)) from None
 
@@ -102,7 +103,7 @@ def cmd_segment_large(args) -> int:
     out_dir = Path(args.output)
     if out_dir.exists() and not out_dir.is_dir():
         raise CliError(f"--output must be a folder, but {out_dir} is a file")
-    model = _load_model(args.model)
+    model = _load_model(args.model, args.allow_torchscript)
     if not args.scheduler:  # a remote cluster's workers may have devices this machine lacks
         try:
             resolve_device(args.device)
@@ -190,7 +191,7 @@ def cmd_segment(args) -> int:
     out_dir = Path(args.output)
     if out_dir.exists() and not out_dir.is_dir():
         raise CliError(f"--output must be a folder, but {out_dir} is a file")
-    model = _load_model(args.model)
+    model = _load_model(args.model, args.allow_torchscript)
     try:
         resolve_device(args.device)
     except DeviceError as e:
@@ -301,7 +302,7 @@ def cmd_train(args) -> int:
     pairs = _pairs(args.images, args.labels, args.label_format, "training")
     val = _pairs(args.validation_images or [], args.validation_labels or [], args.label_format, "validation")
     if args.model:
-        model = _load_model(args.model)
+        model = _load_model(args.model, args.allow_torchscript)
     else:
         ch = pairs[0][0].shape[-1] if pairs[0][0].ndim == 3 else 1
         names = args.class_names.split(",") if args.class_names else (
@@ -418,7 +419,45 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- export
+
+
+def cmd_export(args) -> int:
+    from .bioimageio import BioimageioError, export_bioimageio
+
+    test_image = None
+    if args.test_image:
+        from .io import ImageReadError, read_image
+
+        try:
+            test_image = read_image(args.test_image)
+        except ImageReadError as e:
+            raise CliError(str(e)) from None
+    model = _load_model(args.model, args.allow_torchscript)
+    try:
+        out = export_bioimageio(
+            model, args.output, overwrite=args.overwrite, test_image=test_image, authors=args.author,
+            license=args.license, torchscript=not args.no_torchscript,
+            builtin=_is_builtin(args.model),
+        )
+    except BioimageioError as e:
+        raise CliError(str(e)) from None
+    if not args.quiet:
+        print(f"{model.name} -> {out} (bioimage.io model package; check it with 'bioimageio test {out}')")
+    return 0
+
+
+def _is_builtin(spec: str) -> bool:
+    from .builtin import builtin_model_path
+
+    return builtin_model_path(spec) is not None
+
+
 # --------------------------------------------------------------------------- parser
+
+
+_TS_HELP = ("accept a bioimage.io package whose only weights of this U-Net are TorchScript; TorchScript is code: "
+            "use only packages you trust")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -430,7 +469,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("segment", help="segment images into instance labels (and probabilities)")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="tif or png images; .zarr / OME-Zarr (or big tifs with --workers) are segmented block by block")
-    p.add_argument("--model", required=True, help="built-in model name (see 'napari-unet models') or model file")
+    p.add_argument("--model", required=True,
+                   help="built-in model name (see 'napari-unet models'), model file or bioimage.io package (.zip, rdf.yaml)")
+    p.add_argument("--allow-torchscript", action="store_true", help=_TS_HELP)
     p.add_argument("--output", required=True, help="folder for <stem>_labels.tif (and <stem>_probabilities.tif)")
     p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps")
     p.add_argument("--tile", type=int, help="input tile edge in pixels (rounded to the nearest size the network accepts)")
@@ -458,7 +499,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-format", default="convention", choices=["convention", "instances", "binary", "membranes"],
                    help="convention: 0 not annotated, 1 background, 2+ cells; instances: 0 background, k object; "
                         "binary: nonzero foreground; membranes: ISBI 2012 style (255 interior, 0 membrane)")
-    p.add_argument("--model", help="start from this built-in model or file (default: a new network)")
+    p.add_argument("--model", help="start from this built-in model, file or bioimage.io package (default: a new network)")
+    p.add_argument("--allow-torchscript", action="store_true", help=_TS_HELP)
     p.add_argument("--output", required=True, help="model file to write (used exactly as given)")
     p.add_argument("--iterations", type=int, help="default: 150 when fine-tuning (measured for strokes), else 500")
     p.add_argument("--learning-rate", type=float, help="default: 1e-4 when fine-tuning, else 1e-3")
@@ -503,6 +545,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--truth-format", default="instances", choices=["instances", "membranes", "convention"])
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("export", help="write a model as a bioimage.io model package (zip)")
+    p.add_argument("model", metavar="MODEL", help="built-in model name or model file (or bioimage.io package)")
+    p.add_argument("output", metavar="OUT.zip", help="package to write")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT.zip if it exists")
+    p.add_argument("--test-image", help="image to cut the test tensors and the cover from (default: a sample image)")
+    p.add_argument("--author", action="append", help="author of the model (repeat for several)")
+    p.add_argument("--license", help="SPDX licence of the weights (default: BSD-3-Clause for the built-in models, else CC-BY-4.0)")
+    p.add_argument("--no-torchscript", action="store_true", help="do not add TorchScript weights")
+    p.add_argument("--allow-torchscript", action="store_true", help=_TS_HELP)
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=cmd_export)
     return ap
 
 
