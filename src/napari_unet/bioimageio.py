@@ -161,20 +161,15 @@ def _crop_for_test(plane: np.ndarray, config) -> np.ndarray:
 
 
 def _reference_output(model, x: np.ndarray) -> np.ndarray:
-    """What a bioimage.io consumer computes for the raw test input ``x`` ``(C, h, w)``:
-    normalise (statistics of the whole input), the network, softmax, halo cropped."""
+    """The test output for the raw test input ``x`` ``(C, h, w)``, as ``bioimageio test``
+    computes it: normalise (statistics of the whole input), the network, softmax; no padding
+    and no halo cropping (for a ``same`` network the halo is left in)."""
     import torch
 
-    _, _, _, halo = _input_geometry(model.config)
-    if halo:  # consumers mirror the input by the halo before normalising (pad: reflect)
-        x = np.pad(x, ((0, 0), (halo, halo), (halo, halo)), mode="reflect")
-    norm = model.normalization
-    xn = norm.apply(x, norm.stats(x))
+    xn = _normalised(model, x)
     net = model.network.to("cpu").eval()
     with torch.inference_mode():
         y = torch.softmax(net(torch.from_numpy(xn[None]).float()), dim=1)[0].numpy()
-    if halo:
-        y = y[:, halo:-halo, halo:-halo]
     return np.ascontiguousarray(y, dtype=np.float32)
 
 
