@@ -39,7 +39,8 @@ class ModelWidget(Container):
         names = builtin_names()
         self._builtin = ComboBox(label="Built-in model", choices=names, nullable=True, value=None,
                                  tooltip="models shipped with napari-unet; choosing one loads it")
-        self._file = FileEdit(label="Model file", mode="r", filter="napari-unet model (*.safetensors)")
+        self._file = FileEdit(label="Model file", mode="r",
+                              filter="napari-unet model or bioimage.io package (*.safetensors *.zip *.yaml)")
         self._load_file = PushButton(text="Load model file")
         self._device = ComboBox(label="Device", choices=_devices(), value=session.device)
         self._info = note("No model loaded yet.")
