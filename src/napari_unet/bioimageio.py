@@ -20,6 +20,7 @@ A bioimage.io model package (https://bioimage.io) is a zip of an ``rdf.yaml`` de
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import io
 import json
@@ -77,12 +78,11 @@ def is_bioimageio_source(path: str | os.PathLike) -> bool:
 # =========================================================================== export
 
 
-def _spec():
+def _require_spec() -> None:
     try:
-        from bioimageio.spec.model import v0_5  # noqa: F401
+        import bioimageio.spec  # noqa: F401
     except ImportError:
         raise BioimageioError(f"writing bioimage.io packages needs bioimageio.spec: {INSTALL_HINT}") from None
-    return v0_5
 
 
 def _identifier(text: str, fallback: str) -> str:
@@ -160,16 +160,15 @@ def _crop_for_test(plane: np.ndarray, config) -> np.ndarray:
     return np.ascontiguousarray(plane[:, y0 : y0 + t, x0 : x0 + t])
 
 
-def _reference_output(model, x: np.ndarray) -> np.ndarray:
+def _reference_output(net, normalization, x: np.ndarray) -> np.ndarray:
     """The test output for the raw test input ``x`` ``(C, h, w)``, as ``bioimageio test``
     computes it: normalise (statistics of the whole input), the network, softmax; no padding
     and no halo cropping (for a ``same`` network the halo is left in)."""
     import torch
 
-    xn = _normalised(model, x)
-    net = model.network.to("cpu").eval()
+    xn = normalization.apply(x, normalization.stats(x))
     with torch.inference_mode():
-        y = torch.softmax(net(torch.from_numpy(xn[None]).float()), dim=1)[0].numpy()
+        y = torch.softmax(net(torch.from_numpy(xn[None])), dim=1)[0].numpy()
     return np.ascontiguousarray(y, dtype=np.float32)
 
 
@@ -271,15 +270,13 @@ def _documentation(model, geometry, license_id: str) -> str:
     return "\n".join(lines)
 
 
-def _traced(network, x):
+def _traced(net, x):
     import torch
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.jit is deprecated upstream, still what bioimage.io runs
-        net = network.to("cpu").eval()
         with torch.no_grad():
-            traced = torch.jit.trace(net, x, check_trace=False)
-    return traced
+            return torch.jit.trace(net, x, check_trace=False)
 
 
 def export_bioimageio(
@@ -332,11 +329,11 @@ def export_bioimageio(
         if builtin is None:
             builtin = builtin_model_path(str(model)) is not None
         model = load_model(model)
-    _spec()
+    _require_spec()
     from bioimageio.spec import ValidationContext, save_bioimageio_package
     from bioimageio.spec.model.v0_5 import (
-        ArchitectureFromLibraryDescr, Author, AxisId, BatchAxis, ChannelAxis, CiteEntry, Config, FileDescr, Identifier, InputTensorDescr, IntervalOrRatioDataDescr, LicenseId, ModelDescr,
-        OutputTensorDescr, ParameterizedSize, PytorchStateDictWeightsDescr, ReflectPadding, ScaleLinearDescr,
+        ArchitectureFromLibraryDescr, Author, AxisId, BatchAxis, ChannelAxis, CiteEntry, Config, FileDescr,
+        Identifier, InputTensorDescr, IntervalOrRatioDataDescr, LicenseId, ModelDescr, OutputTensorDescr, ParameterizedSize, PytorchStateDictWeightsDescr, ReflectPadding, ScaleLinearDescr,
         ScaleLinearKwargs, ScaleRangeDescr, ScaleRangeKwargs, SizeReference, SoftmaxDescr, SoftmaxKwargs,
         SpaceInputAxis, SpaceOutputAxis, SpaceOutputAxisWithHalo, TensorId, TorchscriptWeightsDescr, Version,
         WeightsDescr,
@@ -350,14 +347,15 @@ def export_bioimageio(
     license_id = license or ("BSD-3-Clause" if builtin else "CC-BY-4.0")
     if authors is None:
         authors = ["napari-unet developers"] if builtin else []
+    # a private float32 CPU copy: the caller's model (maybe on a GPU, channels-last) is left as it is
+    net = copy.deepcopy(model.network).to("cpu", torch.float32).to(memory_format=torch.contiguous_format).eval()
     x = _crop_for_test(_test_image(model, test_image), config)
-    y = _reference_output(model, x)
+    y = _reference_output(net, model.normalization, x)
     torch_version = torch.__version__.split("+")[0]
 
     work = Path(tempfile.mkdtemp(prefix="napari-unet-bioimageio-"))
     try:
-        state = {k: v.detach().to("cpu", torch.float32 if v.is_floating_point() else v.dtype).contiguous()
-                 for k, v in model.network.state_dict().items()}
+        state = {k: v.detach().contiguous() for k, v in net.state_dict().items()}
         torch.save(state, work / "weights.pt")
         np.save(work / "test_input.npy", x[None])
         np.save(work / "test_output.npy", y[None])
@@ -385,10 +383,12 @@ def export_bioimageio(
             )
         }
         if torchscript:
-            traced = _traced(model.network, torch.from_numpy(_normalised(model, x))[None])
-            check = torch.from_numpy(_normalised(model, x))[None]
+            xn = model.normalization.apply(x, model.normalization.stats(x))
+            traced = _traced(net, torch.from_numpy(xn)[None])
+            # the trace must hold for other sizes too (its crops follow the input's shape)
+            check = torch.from_numpy(np.pad(xn, ((0, 0), (0, step), (0, 2 * step)), mode="reflect"))[None]
             with torch.no_grad():
-                same = torch.allclose(traced(check), model.network(check), atol=1e-5, rtol=1e-4)
+                same = torch.allclose(traced(check), net(check), atol=1e-5, rtol=1e-4)
             if not same:  # pragma: no cover - would be a tracing bug
                 raise BioimageioError("the TorchScript conversion does not reproduce the network; export with torchscript=False")
             with warnings.catch_warnings():
@@ -477,11 +477,6 @@ def export_bioimageio(
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return path
-
-
-def _normalised(model, x: np.ndarray) -> np.ndarray:
-    n = model.normalization
-    return n.apply(x, n.stats(x))
 
 
 def _first_error(e: Exception) -> str:
