@@ -115,6 +115,13 @@ def test_export_failure_leaves_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(BioimageioError, match=r"\.zip"):
         export_bioimageio(tiny_model(), tmp_path / "m.yaml", test_image=_image())
+    with pytest.raises(BioimageioError, match="not an SPDX licence identifier"):
+        export_bioimageio(tiny_model(), out, test_image=_image(), license="free for all")
+    with pytest.raises(BioimageioError, match="no slashes"):
+        export_bioimageio(tiny_model(), out, test_image=_image(), authors=["lab/student"])
+    with pytest.raises(BioimageioError, match="takes 2 channels: give a test image"):
+        export_bioimageio(tiny_model(in_channels=2), out)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_cli_export(tmp_path, capsys):

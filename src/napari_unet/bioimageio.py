@@ -347,6 +347,16 @@ def export_bioimageio(
     license_id = license or ("BSD-3-Clause" if builtin else "CC-BY-4.0")
     if authors is None:
         authors = ["napari-unet developers"] if builtin else []
+    for a in authors:
+        if not str(a).strip() or "/" in str(a) or "\\" in str(a):
+            raise BioimageioError(f"author {a!r}: give a person's or group's name (no slashes)")
+    try:
+        LicenseId(license_id)
+    except ValueError:
+        raise BioimageioError(
+            f"{license_id!r} is not an SPDX licence identifier bioimage.io accepts (for example CC-BY-4.0, MIT, "
+            "BSD-3-Clause, CC0-1.0)"
+        ) from None
     # a private float32 CPU copy: the caller's model (maybe on a GPU, channels-last) is left as it is
     net = copy.deepcopy(model.network).to("cpu", torch.float32).to(memory_format=torch.contiguous_format).eval()
     x = _crop_for_test(_test_image(model, test_image), config)
@@ -452,7 +462,7 @@ def export_bioimageio(
                 descr = ModelDescr(
                     name=_package_name(model),
                     description=(model.description or f"U-Net {model.name} trained with napari-unet")[:1024],
-                    authors=[Author(name=a) for a in authors],
+                    authors=[Author(name=str(a).strip()) for a in authors],
                     cite=[CiteEntry(text=UNET_CITATION, doi=UNET_DOI)],
                     license=LicenseId(license_id),
                     documentation=FileDescr(source=work / "README.md"),
@@ -462,11 +472,10 @@ def export_bioimageio(
                     outputs=outputs,
                     weights=WeightsDescr(**weights),
                     timestamp=datetime.now(timezone.utc),
-                    version="0.1.0",
                     config=Config(**{CONFIG_KEY: card}),
                 )
             except Exception as e:  # pydantic's ValidationError: condense to one line
-                raise BioimageioError(f"the bioimage.io description does not validate: {_first_error(e)}") from None
+                raise BioimageioError(f"the bioimage.io description does not validate: {_short(_first_error(e))}") from None
         zpath = work / "package.zip"
         save_bioimageio_package(descr, output_path=zpath)
 
@@ -490,6 +499,10 @@ def _first_error(e: Exception) -> str:
             pass
     s = str(e).strip().splitlines()
     return s[0] if s else type(e).__name__
+
+
+def _short(text: str, limit: int = 300) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 # =========================================================================== import
