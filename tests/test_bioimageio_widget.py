@@ -43,3 +43,38 @@ def test_model_widget_opens_a_package_and_reports_a_refused_one(make_napari_view
     qtbot.waitUntil(lambda: "Could not load the model" in w._status.value, timeout=30_000)
     assert "architecture UNet2d from unet.py" in w._status.value
     assert session.model is model
+
+
+def test_export_model_button_writes_a_package(make_napari_viewer, qtbot, session, tmp_path, monkeypatch):
+    from napari_unet._widgets import model_export
+    from napari_unet._widgets.model import ModelWidget
+    from napari_unet.bioimageio import load_bioimageio
+
+    from _helpers import tiny_model
+
+    viewer = make_napari_viewer()
+    w = ModelWidget(viewer)
+    w._autoload and w._autoload.stop()
+    session.set_model(tiny_model(), "tiny.safetensors")
+    out = tmp_path / "exported.zip"
+    monkeypatch.setattr(model_export, "ask_path", lambda parent, suggested: out)
+    w._export.native.click()
+    qtbot.waitUntil(lambda: "Exported tiny" in w._status.value, timeout=60_000)
+    assert load_bioimageio(out).config == session.model.config
+    # nothing chosen in the dialog: nothing happens
+    monkeypatch.setattr(model_export, "ask_path", lambda parent, suggested: None)
+    assert model_export.export_current_model(viewer, w._status, w.native) is None
+
+    # a two-channel model with no image layer to take the test image from: one line, no file
+    session.set_model(tiny_model(in_channels=2), "two.safetensors")
+    bad = tmp_path / "two.zip"
+    monkeypatch.setattr(model_export, "ask_path", lambda parent, suggested: bad)
+    w._export.native.click()
+    qtbot.waitUntil(lambda: "Could not export the model" in w._status.value, timeout=60_000)
+    assert "takes 2 channels" in w._status.value and not bad.exists()
+    # with a two-channel image layer selected it works
+    rng = np.random.default_rng(1)
+    viewer.add_image((rng.random((2, 120, 130)) * 255).astype(np.uint8), name="two channels")
+    w._export.native.click()
+    qtbot.waitUntil(lambda: "Exported tiny" in w._status.value, timeout=60_000)
+    assert load_bioimageio(bad).in_channels == 2

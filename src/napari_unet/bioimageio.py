@@ -135,7 +135,8 @@ def _test_image(model, test_image):
 
         if model.in_channels != 1:
             raise BioimageioError(
-                f"the model takes {model.in_channels} channels: give a test image with that many channels (--test-image)"
+                f"the model takes {model.in_channels} channels: give a test image with that many channels "
+                "(--test-image; in napari, select such an image layer)"
             )
         wanted = {model.name, str(model.provenance.get("trained_from", ""))}
         name = next((k for k, v in SAMPLES.items() if v.get("model") in wanted), "nuclei")
