@@ -58,9 +58,12 @@ def test_export_model_button_writes_a_package(make_napari_viewer, qtbot, session
     session.set_model(tiny_model(), "tiny.safetensors")
     out = tmp_path / "exported.zip"
     monkeypatch.setattr(model_export, "ask_path", lambda parent, suggested: out)
+    monkeypatch.setattr(model_export, "ask_authors", lambda parent, suggested: ["Ada Lovelace", "Lab X"])
     w._export.native.click()
     qtbot.waitUntil(lambda: "Exported tiny" in w._status.value, timeout=60_000)
     assert load_bioimageio(out).config == session.model.config
+    rdf = yaml.safe_load(zipfile.ZipFile(out).read("rdf.yaml"))
+    assert rdf["authors"] == [{"name": "Ada Lovelace"}, {"name": "Lab X"}] and rdf["license"] == "CC-BY-4.0"
     # nothing chosen in the dialog: nothing happens
     monkeypatch.setattr(model_export, "ask_path", lambda parent, suggested: None)
     assert model_export.export_current_model(viewer, w._status, w.native) is None
