@@ -306,6 +306,20 @@ def test_damaged_and_mismatched_weights(tiny_package, tmp_path):
     pkg = _repack(tiny_package[1], tmp_path / "c.zip", drop=["weights.pt"])
     with pytest.raises(BioimageioError, match="weights.pt named in its rdf.yaml is missing"):
         load_model(pkg)
+    # NaN weights (diverged training)
+    state = {k: v.clone() for k, v in tiny_package[0].network.state_dict().items()}
+    state["head.bias"][0] = float("nan")
+    nan = io.BytesIO()
+    torch.save(state, nan)
+    pkg = _repack(tiny_package[1], tmp_path / "d.zip", files={"weights.pt": nan.getvalue()})
+    with pytest.raises(BioimageioError, match="NaN or infinite weights"):
+        load_model(pkg)
+    # an rdf that declares a giant U-Net: refused from the shapes, nothing that size is allocated
+    def giant(r):
+        r["weights"]["pytorch_state_dict"]["architecture"]["kwargs"]["base_channels"] = 200_000
+    pkg = _repack(tiny_package[1], tmp_path / "e.zip", giant)
+    with pytest.raises(BioimageioError, match="do not match the U-Net"):
+        load_model(pkg)
     assert good  # the untouched package still loads
     load_model(tiny_package[1])
 

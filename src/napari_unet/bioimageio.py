@@ -735,8 +735,8 @@ def _model_from_rdf(pkg: _Package, rdf: dict, allow_torchscript: bool):
         )
     norm = _normalization_from(inputs[0].get("preprocessing") or [], label)
 
-    net = UNet(config)
-    expected = net.state_dict()
+    with torch.device("meta"):  # the shapes the rdf's U-Net has, without allocating it
+        expected = {k: tuple(v.shape) for k, v in UNet(config).state_dict().items()}
     if use == "pytorch_state_dict":
         data = _read_checked(pkg, state_entry, "pytorch_state_dict")
         try:
@@ -760,8 +760,12 @@ def _model_from_rdf(pkg: _Package, rdf: dict, allow_torchscript: bool):
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise BioimageioError(f"{label}: its TorchScript weights cannot be loaded: {first}") from None
     if (not isinstance(state, dict) or set(state) != set(expected)
-            or any(not isinstance(state[k], torch.Tensor) or state[k].shape != expected[k].shape for k in expected)):
+            or any(not isinstance(state[k], torch.Tensor) or tuple(state[k].shape) != expected[k] for k in expected)):
         raise BioimageioError(f"{label}: its {use} weights do not match the U-Net its rdf.yaml describes")
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise BioimageioError(f"{label} holds NaN or infinite weights (in {bad[0]}): damaged, or its training diverged")
+    net = UNet(config)
     net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
     net.eval()
 
@@ -772,16 +776,21 @@ def _model_from_rdf(pkg: _Package, rdf: dict, allow_torchscript: bool):
     fg = card.get("foreground_class", 1 if config.n_classes > 1 else 0)
     if not isinstance(fg, int) or not 0 <= fg < config.n_classes:
         fg = 1 if config.n_classes > 1 else 0
-    provenance = dict(card.get("provenance") or {})
+    prov = card.get("provenance")
+    provenance = dict(prov) if isinstance(prov, dict) else {}
     provenance["bioimageio_package"] = {"file": pkg.path.name, "name": rdf.get("name"), "weights": use,
                                         "id": rdf.get("id"), "format_version": version}
-    return SegmentationModel(
-        network=net,
-        normalization=norm,
-        class_names=[str(c) for c in class_names],
-        foreground_class=fg,
-        name=str(card.get("name") or rdf.get("name") or pkg.path.stem),
-        description=str(card.get("description") or rdf.get("description") or ""),
-        postprocessing=dict(card.get("postprocessing") or {"threshold": 0.5, "seed_threshold": None, "min_size": 0}),
-        provenance=provenance,
-    )
+    post = card.get("postprocessing")
+    try:
+        return SegmentationModel(
+            network=net,
+            normalization=norm,
+            class_names=[str(c) for c in class_names],
+            foreground_class=fg,
+            name=str(card.get("name") or rdf.get("name") or pkg.path.stem),
+            description=str(card.get("description") or rdf.get("description") or ""),
+            postprocessing=dict(post) if isinstance(post, dict) else {"threshold": 0.5, "seed_threshold": None, "min_size": 0},
+            provenance=provenance,
+        )
+    except (KeyError, TypeError, ValueError) as e:
+        raise BioimageioError(f"{label}: its napari-unet model card (config.napari_unet) is inconsistent: {e}") from None
