@@ -399,3 +399,11 @@ def test_bioimageio_test_passes_for_a_fine_tuned_model(tmp_path, offline):
     back = load_model(path)
     probe = sample_image("nuclei")[200:400, 300:500]
     np.testing.assert_allclose(_probs(probe, back), _probs(probe, tuned), rtol=0, atol=1e-5)
+
+
+def test_files_larger_than_memory_are_not_read(tiny_package, monkeypatch):
+    import napari_unet.bioimageio as bio
+
+    monkeypatch.setattr(bio, "_memory_for_files", lambda: 10_000)  # the weights file is larger
+    with pytest.raises(BioimageioError, match="weights.pt would take .* GiB of memory to read"):
+        load_model(tiny_package[1])

@@ -548,10 +548,25 @@ class _Package:
             raise BioimageioError(f"{self.label} refers to {name}, outside the package")
         try:
             if self._zip is not None:
+                size = self._zip.getinfo(str(rel)).file_size  # as declared; a zip bomb declares it too
+            else:
+                size = (self.root / rel).stat().st_size
+            if size > _memory_for_files():
+                raise BioimageioError(f"{self.label}: {name} would take {size / 2**30:.1f} GiB of memory to read")
+            if self._zip is not None:
                 return self._zip.read(str(rel))
             return (self.root / rel).read_bytes()
         except (KeyError, OSError):
             raise BioimageioError(f"{self.label}: {name} named in its rdf.yaml is missing from the package") from None
+
+
+def _memory_for_files() -> int:
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available * 0.5)
+    except Exception:  # pragma: no cover - psutil missing
+        return 4 * 2**30
 
 
 def _source(entry) -> tuple[str, str | None]:
