@@ -250,6 +250,7 @@ REFUSALS = {
     "preprocessing": (_preprocessing, "preprocessing (zero_mean_unit_variance) is not one napari-unet applies"),
     "postprocessing": (_postprocessing, "postprocessing (sigmoid) is not supported"),
     "remote weights": (_remote, "local files only"),
+    "malformed": (_set("inputs", ["raw"]), "not a well-formed bioimage.io model description"),
 }
 
 

@@ -633,15 +633,20 @@ def _normalization_from(pre: list, label: str):
     steps = [p for p in pre if not (isinstance(p, dict) and p.get("id") == "ensure_dtype")]
     if not steps:
         return Normalization(mode="fixed", offset=0.0, scale=1.0)
-    if len(steps) == 1 and isinstance(steps[0], dict):
+    if len(steps) == 1 and isinstance(steps[0], dict) and isinstance(steps[0].get("kwargs") or {}, dict):
         op, kw = steps[0].get("id"), steps[0].get("kwargs") or {}
         axes = kw.get("axes")
-        if op == "scale_range" and axes is not None and sorted(axes) == ["x", "y"] and not kw.get("reference_tensor"):
-            return Normalization(mode="percentile", low=float(kw.get("min_percentile", 0.0)),
-                                 high=float(kw.get("max_percentile", 100.0)))
-        gain, off = kw.get("gain", 1.0), kw.get("offset", 0.0)
-        if op == "scale_linear" and "axis" not in kw and isinstance(gain, (int, float)) and isinstance(off, (int, float)) and gain:
-            return Normalization(mode="fixed", offset=-float(off) / float(gain), scale=1.0 / float(gain))
+        try:
+            if (op == "scale_range" and isinstance(axes, list) and sorted(map(str, axes)) == ["x", "y"]
+                    and not kw.get("reference_tensor")):
+                return Normalization(mode="percentile", low=float(kw.get("min_percentile", 0.0)),
+                                     high=float(kw.get("max_percentile", 100.0)))
+            gain, off = kw.get("gain", 1.0), kw.get("offset", 0.0)
+            if (op == "scale_linear" and "axis" not in kw and isinstance(gain, (int, float))
+                    and isinstance(off, (int, float)) and gain):
+                return Normalization(mode="fixed", offset=-float(off) / float(gain), scale=1.0 / float(gain))
+        except (TypeError, ValueError) as e:
+            raise BioimageioError(f"{label}: its {op} preprocessing has unusable arguments ({e})") from None
     described = ", ".join(str(p.get("id") if isinstance(p, dict) else p) for p in steps)
     raise BioimageioError(
         f"{label}: its preprocessing ({described}) is not one napari-unet applies; supported: scale_range over y,x "
@@ -679,7 +684,12 @@ def load_bioimageio(path: str | os.PathLike, *, allow_torchscript: bool = False)
             raise BioimageioError(f"{path.name}: its {pkg.rdf_name} is not valid YAML ({str(e).splitlines()[0]})") from None
         if not isinstance(rdf, dict) or "format_version" not in rdf:
             raise BioimageioError(f"{path.name} is not a bioimage.io description (no format_version)")
-        return _model_from_rdf(pkg, rdf, allow_torchscript)
+        try:
+            return _model_from_rdf(pkg, rdf, allow_torchscript)
+        except (AttributeError, IndexError, KeyError, TypeError) as e:  # fields of unexpected types
+            raise BioimageioError(
+                f"{path.name}: its rdf.yaml is not a well-formed bioimage.io model description ({type(e).__name__}: {e})"
+            ) from None
     finally:
         pkg.close()
 
