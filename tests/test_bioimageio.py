@@ -39,6 +39,11 @@ def offline(monkeypatch):
     monkeypatch.setattr(socket.socket, "connect", refuse)
 
 
+def test_offline_fixture_refuses_connections(offline):
+    with pytest.raises(AssertionError, match="network access attempted"):
+        socket.create_connection(("127.0.0.1", 9), timeout=1)
+
+
 def _image(shape=(150, 170), seed=0, channels=None):
     rng = np.random.default_rng(seed)
     from scipy import ndimage as ndi
