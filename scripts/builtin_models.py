@@ -150,6 +150,7 @@ def cmd_train(name, iterations=None, threads=None, precision="bfloat16", base_ch
         iterations=iterations or spec["iterations"], precision=precision, validate_every=validate_every, seed=0,
         tile=572,
         learning_rate=lr, device=device, workers=workers, batch_size=batch_size,
+        fine_tune=False,  # a later stage continues training on the full data set, not on strokes
         max_zoom=max_zoom if max_zoom is not None else (2.0 if nuclei else 1.25),
         microscope=microscope if microscope is not None else (0.5 if nuclei else 0.0),
     )
@@ -167,6 +168,7 @@ def cmd_train(name, iterations=None, threads=None, precision="bfloat16", base_ch
                   f"{time.time() - t0:.0f}s", flush=True)
 
     res = train(model, [p[0] for p in tr], [p[1] for p in tr], cfg, validation=va, callback=cb, checkpoint=out,
+                overwrite=True,
                 cancel=cancel, overwrite=True)
     cmd = f"python scripts/builtin_models.py train {name} --iterations {cfg.iterations}"
     cmd += f" --start {start} --lr {lr}" if start else f" --base-channels {base_channels} --classes {classes}"

@@ -204,11 +204,12 @@ def test_train_never_replaces_validation_images_or_the_start_model(tmp_path, tra
     existing.write_bytes(open(model_file, "rb").read())
     _fails(_train_args(tmp_path, img, lab, existing), capsys, "old.safetensors already exists: add --overwrite")
     assert digest(existing) == start
-    assert main(_train_args(tmp_path, img, lab, model_file, "--model", model_file, "--overwrite")) == 0
+    assert main(_train_args(tmp_path, img, lab, model_file, "--model", model_file, "--overwrite",
+                            "--fine-tune", "no")) == 0
     from napari_unet.modelfile import load_model
 
     m = load_model(model_file)
-    assert m.provenance["trained_from"] == "tiny" and m.name == "tiny" and "fine-tuned from tiny" in m.description
+    assert m.provenance["trained_from"] == "tiny" and m.name == "tiny" and "trained further from tiny" in m.description
 
 
 def test_train_output_a_folder_or_under_a_file(tmp_path, train_pair, capsys):
@@ -455,7 +456,7 @@ def test_ctrl_c_in_training_saves_the_best_so_far_with_its_own_card(tmp_path, tr
     assert err[-1] == (f"napari-unet: interrupted after 3 of 50 iterations: the best model so far (iteration 3) was "
                        f"saved to {out}; its card records both")
     m = load_model(out)
-    assert m.name == "ft" and m.description.startswith("fine-tuned from tiny")
+    assert m.name == "ft" and m.description.startswith("trained further from tiny")  # tiny was never trained
     p = m.provenance
     assert p["trained_from"] == "tiny" and p["iterations"] == 3 and p["iterations_planned"] == 50
     assert p["finished"] is False and p["best_iteration"] == 3

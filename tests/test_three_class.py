@@ -121,7 +121,8 @@ def test_training_tiles_carry_the_boundary_class_through_augmentation():
     rng = np.random.default_rng(0)
     seen = set()
     for _ in range(6):
-        x, cls, w = _sample(ex, 92, 60, rng, cfg)
+        cy, cx = divmod(int(rng.choice(ex.annotated)), 120)
+        x, cls, w, _, _ = _sample(ex, cy, cx, 92, 60, rng, cfg)
         assert x.shape == (1, 92, 92) and cls.shape == w.shape == (60, 60)
         assert np.isfinite(x).all()
         seen |= set(np.unique(cls[w > 0]).tolist())

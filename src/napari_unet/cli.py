@@ -5,6 +5,7 @@
     napari-unet segment BIG.zarr|BIG.tif --model M --output DIR [--workers N | --scheduler ADDRESS]
     napari-unet train --images ... --labels ... --output MODEL_FILE [--model START] [--overwrite]
     napari-unet evaluate --predictions ... --truth ...
+    napari-unet export MODEL OUT.zip [--overwrite]     (bioimage.io model package)
 
 Rules (docs/cli.md): no file is ever replaced unless ``--overwrite`` is given, and an input is
 never replaced even then; every failure is one line on stderr and exit status 2; a batch goes
@@ -67,11 +68,11 @@ def _progress_bar(total: int, desc: str, disable: bool):
     return tqdm(total=total, desc=desc, unit="tile", disable=disable, leave=False, dynamic_ncols=True)
 
 
-def _load_model(spec: str):
+def _load_model(spec: str, allow_torchscript: bool = False):
     from .modelfile import ModelFileError, load_model
 
     try:
-        return load_model(spec)
+        return load_model(spec, allow_torchscript=allow_torchscript)
     except ModelFileError as e:
         raise CliError(str(e)) from None
 
@@ -173,7 +174,7 @@ def cmd_segment_large(args) -> int:
     out_dir = Path(args.output)
     if out_dir.exists() and not out_dir.is_dir():
         raise CliError(f"--output must be a folder, but {out_dir} is a file")
-    model = _load_model(args.model)
+    model = _load_model(args.model, args.allow_torchscript)
     if not args.scheduler:  # a remote cluster's workers may have devices this machine lacks
         try:
             resolve_device(args.device)
@@ -280,7 +281,7 @@ def cmd_segment(args) -> int:
     if out_dir.exists() and not out_dir.is_dir():
         raise CliError(f"--output must be a folder, but {out_dir} is a file")
     _check_folder(out_dir)
-    model = _load_model(args.model)
+    model = _load_model(args.model, args.allow_torchscript)
     try:
         resolve_device(args.device)
     except DeviceError as e:
@@ -442,7 +443,7 @@ def cmd_train(args) -> int:
     from .io import OutputExistsError
     from .model import UNetConfig
     from .modelfile import SegmentationModel, save_model
-    from .train import TrainingConfig, train
+    from .train import TrainingConfig, _has_been_trained, train
 
     out = Path(args.output).expanduser()
     inputs = [*args.images, *args.labels, *(args.validation_images or []), *(args.validation_labels or [])]
@@ -451,11 +452,17 @@ def cmd_train(args) -> int:
         raise CliError(f"--output {out} is the --model start file: add --overwrite to replace it with the trained model, "
                        "or choose another --output")
     _check_output(out, args.overwrite, protect=inputs)
+    fine_tune = {"auto": None, "yes": True, "no": False}[args.fine_tune]
+    strokes = bool(args.model) if fine_tune is None else fine_tune
+    given = {k: v for k, v in dict(
+        iterations=args.iterations, tile=args.tile, learning_rate=args.learning_rate,
+        validate_every=args.validate_every, distillation=args.distillation, distill_distance=args.distill_distance,
+        holdout=args.holdout, train_layers=args.train_layers).items() if v is not None}
     try:
-        cfg = TrainingConfig(
-            iterations=args.iterations, tile=args.tile, learning_rate=args.learning_rate, optimizer=args.optimizer,
-            seed=args.seed, precision=args.precision, device=args.device, w0=args.w0, sigma=args.sigma,
-            batch_size=args.batch_size, validate_every=args.validate_every,
+        # fine-tuning a model takes the defaults measured for strokes, a new network the general ones
+        cfg = (TrainingConfig.for_strokes if strokes else TrainingConfig)(
+            optimizer=args.optimizer, seed=args.seed, precision=args.precision, device=args.device, w0=args.w0,
+            sigma=args.sigma, batch_size=args.batch_size, fine_tune=fine_tune, **given,
         )
     except ValueError as e:
         msg = str(e)
@@ -466,7 +473,7 @@ def cmd_train(args) -> int:
     pairs = _pairs(args.images, args.labels, args.label_format, "training")
     val = _pairs(args.validation_images or [], args.validation_labels or [], args.label_format, "validation")
     if args.model:
-        model = _load_model(args.model)
+        model = _load_model(args.model, args.allow_torchscript)
         start_name = model.name
     else:
         start_name = None
@@ -485,9 +492,21 @@ def cmd_train(args) -> int:
             raise CliError(str(e)) from None
     # the trained model's own name and description, never the start model's
     name = args.name or out.name.removesuffix(".safetensors")
-    description = args.description or model.description
-    if not args.description and start_name:
-        description = f"fine-tuned from {start_name}" + (f" ({model.description})" if model.description else "")
+    # a fine-tuned model describes itself (start model, strokes, score) unless --description says otherwise
+    if args.description:
+        description = args.description
+    elif start_name and (fine_tune if fine_tune is not None else _has_been_trained(model)):
+        description = None  # train() writes what it was fine-tuned from and on
+    elif start_name:
+        description = f"trained further from {start_name}" + (f" ({model.description})" if model.description else "")
+    else:
+        description = model.description
+    from .train import check_annotations
+
+    # without a single cell train() refuses in one line; no warnings before that
+    told = check_annotations([p[1] for p in pairs]) if any(np.any(p[1] >= 2) for p in pairs) else []
+    for msg in told:
+        print(f"{PROG}: warning: {msg}", file=sys.stderr)
     from tqdm import tqdm
 
     bar = tqdm(total=cfg.iterations, desc="training", unit="it", disable=args.quiet, dynamic_ncols=True)
@@ -511,9 +530,12 @@ def cmd_train(args) -> int:
     old = signal.signal(signal.SIGINT, on_sigint) if threading.current_thread() is threading.main_thread() else None
     code = 0
     try:
-        res = train(model, [p[0] for p in pairs], [p[1] for p in pairs], cfg, validation=val, callback=cb,
-                    cancel=cancel, checkpoint=out, channel_axis=_channel_axis(args.channel_axis),
-                    overwrite=args.overwrite, name=name, description=description)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # printed here, in plain words, instead
+            res = train(model, [p[0] for p in pairs], [p[1] for p in pairs], cfg, validation=val, callback=cb,
+                        cancel=cancel, checkpoint=out, channel_axis=_channel_axis(args.channel_axis),
+                        overwrite=args.overwrite, name=name, description=description,
+                        image_names=[Path(p).name for p in args.images])
     except KeyboardInterrupt as e:
         res = getattr(e, "result", None)
         code = 143 if isinstance(e, Terminated) else 130
@@ -546,8 +568,16 @@ def cmd_train(args) -> int:
             print(f"{PROG}: {word} before the first iteration: nothing was written"
                   + (f" ({out} is unchanged)" if out.exists() else ""), file=sys.stderr)
         return code or 130
-    best = f", best validation score {res.best_score:.4f}" if val and res.best_score is not None else ""
-    print(f"trained {len(res.history)} iterations in {res.seconds:.0f} s (best iteration {res.best_iteration}{best}) -> {out}")
+    for msg in res.warnings:
+        if msg not in told:
+            print(f"{PROG}: warning: {msg}", file=sys.stderr)
+    best = ""
+    if res.best_score is not None and res.scored_on != "training loss":
+        best = f", best {res.scored_on} score {res.best_score:.4f}"
+        if res.start_score is not None:
+            best += f", start model {res.start_score:.4f}"
+    what = "kept the start model" if res.kept_start else f"best iteration {res.best_iteration}"
+    print(f"trained {len(res.history)} iterations in {res.seconds:.0f} s ({what}{best}) -> {out}")
     return 0
 
 
@@ -597,6 +627,40 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- export
+
+
+def cmd_export(args) -> int:
+    from .bioimageio import BioimageioError, export_bioimageio
+
+    test_image = None
+    if args.test_image:
+        from .io import ImageReadError, read_image
+
+        try:
+            test_image = read_image(args.test_image)
+        except ImageReadError as e:
+            raise CliError(str(e)) from None
+    model = _load_model(args.model, args.allow_torchscript)
+    try:
+        out = export_bioimageio(
+            model, args.output, overwrite=args.overwrite, test_image=test_image, authors=args.author,
+            license=args.license, torchscript=not args.no_torchscript,
+            builtin=_is_builtin(args.model),
+        )
+    except BioimageioError as e:
+        raise CliError(str(e)) from None
+    if not args.quiet:
+        print(f"{model.name} -> {out} (bioimage.io model package; check it with 'bioimageio test {out}')")
+    return 0
+
+
+def _is_builtin(spec: str) -> bool:
+    from .builtin import builtin_model_path
+
+    return builtin_model_path(spec) is not None
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -605,6 +669,10 @@ def _finite(text: str) -> float:
     if not math.isfinite(v):
         raise argparse.ArgumentTypeError(f"must be a finite number, not {text!r}")
     return v
+
+
+_TS_HELP = ("accept a bioimage.io package whose only weights of this U-Net are TorchScript; TorchScript is code: "
+            "use only packages you trust")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -616,7 +684,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("segment", help="segment images into instance labels (and probabilities)")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="tif or png images; .zarr / OME-Zarr (or big tifs with --workers) are segmented block by block")
-    p.add_argument("--model", required=True, help="built-in model name (see 'napari-unet models') or model file")
+    p.add_argument("--model", required=True,
+                   help="built-in model name (see 'napari-unet models'), model file or bioimage.io package (.zip, rdf.yaml)")
+    p.add_argument("--allow-torchscript", action="store_true", help=_TS_HELP)
     p.add_argument("--output", required=True,
                    help="folder for <name>_labels.tif (and <name>_probabilities.tif), <name> the input's file name "
                         "without its suffix")
@@ -650,20 +720,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-format", default="convention", choices=["convention", "instances", "binary", "membranes"],
                    help="convention: 0 not annotated, 1 background, 2+ cells; instances: 0 background, k object; "
                         "binary: nonzero foreground; membranes: ISBI 2012 style (255 interior, 0 membrane)")
-    p.add_argument("--model", help="start from this built-in model or file (default: a new network)")
+    p.add_argument("--model", help="start from this built-in model, file or bioimage.io package (default: a new network)")
+    p.add_argument("--allow-torchscript", action="store_true", help=_TS_HELP)
     p.add_argument("--output", required=True,
                    help="model file to write (used exactly as given); it holds the best model so far while training")
     p.add_argument("--overwrite", action="store_true",
                    help="replace --output if it exists (needed to replace the --model start file); "
                         "the training and validation images and labels are never replaced")
-    p.add_argument("--iterations", type=int, default=500)
-    p.add_argument("--learning-rate", type=_finite, default=1e-3)
+    p.add_argument("--iterations", type=int, help="default: 150 when fine-tuning (measured for strokes), else 500")
+    p.add_argument("--learning-rate", type=_finite, help="default: 1e-4 when fine-tuning, else 1e-3")
     p.add_argument("--optimizer", default="adam", choices=["adam", "sgd"], help="sgd: the paper's, momentum 0.99")
-    p.add_argument("--tile", type=int, default=428)
+    p.add_argument("--tile", type=int, help="input tile edge; default: 252 when fine-tuning, else 428")
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--validation-images", nargs="+")
     p.add_argument("--validation-labels", nargs="+")
-    p.add_argument("--validate-every", type=int, default=50)
+    p.add_argument("--validate-every", type=int, help="default: 25 when fine-tuning, else 50")
+    p.add_argument("--fine-tune", default="auto", choices=["auto", "yes", "no"],
+                   help="fine-tuning safeguards (distillation, hold-out, keep the start model unless beaten); "
+                        "auto: yes when --model is a trained model")
+    p.add_argument("--distillation", type=float,
+                   help="fine-tuning: weight of the start model's predictions on unpainted pixels (0 = off; default 1)")
+    p.add_argument("--distill-distance", type=float,
+                   help="fine-tuning: pixels over which the start model's say grows away from the strokes")
+    p.add_argument("--holdout", type=float,
+                   help="fine-tuning without validation data: share of painted objects held out to check (0 = none)")
+    p.add_argument("--train-layers", choices=["all", "decoder"], help="decoder: freeze the contracting path")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--precision", default="auto", choices=["auto", "float32", "bfloat16"],
                    help="auto: bfloat16 autocast where the hardware runs it natively, else float32")
@@ -689,6 +770,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--truth-format", default="instances", choices=["instances", "membranes", "convention"])
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("export", help="write a model as a bioimage.io model package (zip)")
+    p.add_argument("model", metavar="MODEL", help="built-in model name or model file (or bioimage.io package)")
+    p.add_argument("output", metavar="OUT.zip", help="package to write")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT.zip if it exists")
+    p.add_argument("--test-image", help="image to cut the test tensors and the cover from (default: a sample image)")
+    p.add_argument("--author", action="append", help="author of the model (repeat for several)")
+    p.add_argument("--license", help="SPDX licence of the weights (default: BSD-3-Clause for the built-in models, else CC-BY-4.0)")
+    p.add_argument("--no-torchscript", action="store_true", help="do not add TorchScript weights")
+    p.add_argument("--allow-torchscript", action="store_true", help=_TS_HELP)
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=cmd_export)
     return ap
 
 

@@ -186,9 +186,12 @@ def _load_file(path: Path) -> SegmentationModel:
         raise ModelFileError(f"{path.name} has an inconsistent header: {e}") from None
 
 
-def load_model(name_or_path: str | os.PathLike) -> SegmentationModel:
-    """Load a built-in model by name (see :func:`napari_unet.builtin.list_builtin_models`)
-    or a model file by path. Raises :class:`ModelFileError` with a one-line reason."""
+def load_model(name_or_path: str | os.PathLike, *, allow_torchscript: bool = False) -> SegmentationModel:
+    """Load a built-in model by name (see :func:`napari_unet.builtin.list_builtin_models`),
+    a model file by path, or a bioimage.io package (``.zip`` or ``rdf.yaml``, see
+    :func:`napari_unet.bioimageio.load_bioimageio`; ``allow_torchscript`` opts in to packages
+    whose only weights of this U-Net are TorchScript, which is code). Raises
+    :class:`ModelFileError` with a one-line reason."""
     from .builtin import builtin_model_path, list_builtin_models
 
     if name_or_path is None or not str(name_or_path).strip():
@@ -201,4 +204,8 @@ def load_model(name_or_path: str | os.PathLike) -> SegmentationModel:
     if not path.exists():
         names = ", ".join(list_builtin_models()) or "none installed"
         raise ModelFileError(f"no built-in model or file named {s!r} (built-in models: {names})")
+    from .bioimageio import is_bioimageio_source, load_bioimageio
+
+    if is_bioimageio_source(path):
+        return load_bioimageio(path, allow_torchscript=allow_torchscript)
     return _load_file(path)

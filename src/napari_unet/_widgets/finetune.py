@@ -216,6 +216,7 @@ class FinetuneWidget(Container):
                    f"{np.mean([p.loss for p in h[:k]]):.3f} → {np.mean([p.loss for p in h[-k:]]):.3f}")
         scores = [p.validation_score for p in h if p.validation_score is not None]
         summary += f", best validation score {max(scores):.2f}." if scores else "."
+        summary += "".join(f" {w}" for w in result.warnings)  # what to paint, start model kept
         self._save.enabled = True
         if not str(self._path.value) or str(self._path.value) == ".":
             self._path.value = folder_for(self._viewer, self._image.value) / f"{model.name}.safetensors"

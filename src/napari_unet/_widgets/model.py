@@ -39,12 +39,15 @@ class ModelWidget(Container):
         names = builtin_names()
         self._builtin = ComboBox(label="Built-in model", choices=names, nullable=True, value=None,
                                  tooltip="models shipped with napari-unet; choosing one loads it")
-        self._file = FileEdit(label="Model file", mode="r", filter="napari-unet model (*.safetensors)")
+        self._file = FileEdit(label="Model file", mode="r",
+                              filter="napari-unet model or bioimage.io package (*.safetensors *.zip *.yaml)")
         self._load_file = PushButton(text="Load model file")
+        self._export = PushButton(text="Export model (bioimage.io)...",
+                                  tooltip="save the current model as a bioimage.io model package (zip)")
         self._device = ComboBox(label="Device", choices=_devices(), value=session.device)
         self._info = note("No model loaded yet.")
         self._status = note("" if names else "no built-in model installed: load a model file")
-        self.extend([form(self._builtin, self._file, self._load_file, self._device), self._info, self._status])
+        self.extend([form(self._builtin, self._file, self._load_file, self._device), self._info, self._status, self._export])
         self.progress = progress
         if progress is None:  # on its own (not in the panel): its own progress row
             self.progress = ProgressRow()
@@ -53,6 +56,7 @@ class ModelWidget(Container):
         self._builtin.changed.connect(lambda name: name and self.load(name))
         self._load_file.changed.connect(lambda: self.load(str(self._file.value)))
         self._device.changed.connect(self._device_changed)
+        self._export.changed.connect(self._export_model)
         session.follow(self, self._show)
         self._show()
         if session.model is None and names:
@@ -80,7 +84,10 @@ class ModelWidget(Container):
             return load_model(source)
 
         def failed(exc):
-            why = reason(exc) if builtin else model_file_problem(source, exc)
+            from napari_unet.bioimageio import BioimageioError
+
+            # a bioimage.io package's refusal already says what it holds and what is supported
+            why = reason(exc) if builtin or isinstance(exc, BioimageioError) else model_file_problem(source, exc)
             kept = f" {session.model.name} stays the current model." if session.model is not None else ""
             tell(self._status, f"Could not load the model: {why.rstrip('.')}.{kept}", error=True)
 
@@ -89,6 +96,11 @@ class ModelWidget(Container):
             on_returned=lambda model: session.set_model(model, source), on_error=failed,
             owner=self.native, view=self.progress,
         )
+
+    def _export_model(self) -> None:
+        from .model_export import export_current_model
+
+        self._export_job = export_current_model(self._viewer, self._status, self.native)
 
     def _device_changed(self, device: str) -> None:
         session.set_device(device)

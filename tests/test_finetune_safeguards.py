@@ -1,0 +1,215 @@
+"""Fine-tuning from a few strokes never breaks the model: distillation, hold-out, warnings, card."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from napari_unet.train import (
+    TrainingConfig,
+    check_annotations,
+    distillation_weight,
+    holdout_split,
+    train,
+)
+
+from _helpers import tiny_model
+from test_train import blobs
+
+FAST = dict(tile=124, elastic_sigma=4.0, validate_every=10)
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """A tiny model trained from scratch on fully labelled synthetic blobs (a 'start model')."""
+    pairs = [blobs(s, n=14) for s in (10, 11, 12)]
+    res = train(tiny_model(), [p[0] for p in pairs], [p[1] + 1 for p in pairs],
+                TrainingConfig(iterations=120, learning_rate=1e-2, seed=0, **FAST))
+    model = res.model
+    model.name = "blobs"
+    assert model.provenance["trained_from"] == "tiny"  # so fine-tuning it turns the safeguards on
+    return model
+
+
+def fg_fraction(model, img, mask):
+    from napari_unet import predict_probabilities
+
+    p = predict_probabilities(img, model, device="cpu", precision="float32")[model.foreground_class]
+    return float(np.mean(p[mask] > 0.5))
+
+
+def cells_only(inst, n=4):
+    lab = np.zeros(inst.shape, np.int32)
+    for j, i in enumerate([i for i in np.unique(inst) if i][:n]):
+        lab[inst == i] = j + 2
+    return lab
+
+
+# --------------------------------------------------------------------------- warnings
+
+
+def test_check_annotations_says_what_to_paint():
+    z = np.zeros((20, 20), np.int32)
+    assert "Nothing is painted" in " ".join(check_annotations([z]))
+    assert "Nothing is painted" in " ".join(check_annotations([]))
+    only_bg = z.copy()
+    only_bg[:5] = 1
+    (msg,) = check_annotations([only_bg])
+    assert "Only background" in msg and "cells too" in msg
+    cells = z.copy()
+    cells[2:5, 2:5], cells[10:14, 10:14] = 2, 3
+    (msg,) = check_annotations([cells])
+    assert "No background" in msg and "label 1" in msg
+    little = cells.copy()
+    little[0, 0] = 1
+    (msg,) = check_annotations([little])
+    assert "Very little background" in msg and "1 pixels" in msg
+    one = z.copy()
+    one[2:6, 2:6], one[10:, :] = 2, 1
+    (msg,) = check_annotations([one])
+    assert "Only one cell" in msg
+    good = cells.copy()
+    good[15:, :] = 1
+    assert check_annotations([good]) == []
+    # cells are counted per image: label 2 in two images is two cells
+    assert check_annotations([one, one]) == []
+
+
+def test_train_reports_the_warnings(trained):
+    img, inst = blobs(20, n=14)
+    lab = cells_only(inst)
+    with pytest.warns(UserWarning, match="No background"):
+        res = train(trained, [img], [lab], TrainingConfig(iterations=2, **FAST))
+    assert any("No background" in w for w in res.warnings)
+
+
+# --------------------------------------------------------------------------- hold-out rule, distillation weight
+
+
+def test_holdout_split_by_whole_objects():
+    lab = np.zeros((60, 200), np.int32)
+    for k in range(10):  # ten cells
+        lab[5:15, 20 * k + 2 : 20 * k + 12] = k + 2
+    for k in range(5):  # five background strokes
+        lab[40:44, 40 * k : 40 * k + 30] = 1
+    tr, held = holdout_split([lab], 0.2, seed=0)
+    held_cells = np.unique(held[0][held[0] >= 2])
+    assert held_cells.size == 2
+    from scipy import ndimage as ndi
+
+    assert ndi.label(held[0] == 1)[1] == 1  # one of five strokes
+    assert np.array_equal(np.where(held[0] > 0, held[0], tr[0]), lab)  # a partition of the painting
+    assert not np.any((held[0] > 0) & (tr[0] > 0))
+    # fewer than four of a kind: none of that kind is held out
+    few = np.where(lab >= 5, 0, lab)  # three cells
+    tr, held = holdout_split([few], 0.2, seed=0)
+    assert not np.any(held[0] >= 2) and np.any(held[0] == 1)
+
+
+def test_distillation_weight_grows_away_from_strokes_and_with_confidence():
+    painted = np.zeros((50, 50), bool)
+    painted[25, 25] = True
+    probs = np.stack([np.full((50, 50), 0.5), np.full((50, 50), 0.5)])
+    probs[0, :, 40:], probs[1, :, 40:] = 0.0, 1.0
+    w = distillation_weight(painted, probs, distance=10, confidence=False)
+    assert w[25, 25] == 0 and w[25, 27] < w[25, 35] < w[25, 49] <= 1
+    w = distillation_weight(painted, probs, distance=10, confidence=True)
+    assert w[0, 0] == 0  # the start model did not know: no say
+    assert w[0, 49] > 0.9
+
+
+# --------------------------------------------------------------------------- the safeguards at work
+
+
+def test_cells_only_strokes_do_not_turn_the_background_into_cells(trained):
+    img, inst = blobs(21, n=14)
+    lab = cells_only(inst)
+    bg = inst == 0
+    start = fg_fraction(trained, img, bg)
+    assert start < 0.05
+    cfg = dict(iterations=60, learning_rate=3e-3, seed=0, **FAST)
+    with pytest.warns(UserWarning):
+        naive = train(trained, [img], [lab], TrainingConfig(fine_tune=False, stratify=False, **cfg))
+        safe = train(trained, [img], [lab], TrainingConfig(fine_tune=True, **cfg))
+    # without the safeguards the cells-only painting floods the background (the failure of issue 8)
+    flooded = fg_fraction(naive.model, img, bg)
+    assert flooded > start + 0.2
+    # with them at most a rim around the cells changes (at 30x the stroke default learning rate)
+    kept = fg_fraction(safe.model, img, bg)
+    assert kept < start + 0.05 and kept - start < (flooded - start) / 5
+    assert fg_fraction(safe.model, img, inst > 0) > 0.8
+
+
+def test_a_run_that_cannot_beat_the_start_model_returns_it(trained, tmp_path):
+    img, inst = blobs(22, n=14)
+    full = inst + 1
+    wrong = np.where(inst > 0, 1, 2).astype(np.int32)  # cells painted as background and the reverse
+    ck = tmp_path / "out.safetensors"
+    with pytest.warns(UserWarning, match="did not beat the start model"):
+        res = train(trained, [img], [wrong], TrainingConfig(iterations=20, learning_rate=1e-2, **FAST),
+                    validation=[(img, full)], checkpoint=ck)
+    assert res.kept_start and res.best_iteration == 0 and res.scored_on == "validation"
+    assert res.best_score == res.start_score
+    for k, v in trained.network.state_dict().items():
+        assert torch.equal(v, res.model.network.state_dict()[k])
+    assert res.model.description == trained.description and res.model.name == trained.name
+    from napari_unet.modelfile import load_model
+
+    assert load_model(ck).provenance.get("fine_tuned") is None  # the start model, card unchanged
+
+
+def test_held_out_strokes_judge_the_iterations():
+    start = tiny_model()  # an untrained network whose card says it was trained: one to beat
+    start.name, start.provenance = "blobs", {"training_data": "none"}
+    img, inst = blobs(23, n=16)
+    lab = cells_only(inst, n=8)
+    lab[:3, :] = np.where(inst[:3, :] == 0, 1, lab[:3, :])
+    for k in range(6):  # six background dabs
+        lab[np.hypot(*np.mgrid[:96, :96] - np.array([10 + 15 * k, 90])[:, None, None]) < 3] = 1
+    lab = np.where((inst > 0) & (lab == 1), 0, lab)
+    res = train(start, [img], [lab], TrainingConfig(iterations=120, learning_rate=1e-2, distillation=0, **FAST),
+                image_names=["blobs.tif"])
+    assert res.scored_on == "held-out strokes" and res.start_score is not None
+    scores = [p.validation_score for p in res.history if p.validation_score is not None]
+    assert len(scores) == 12 and not res.kept_start
+    assert res.best_score == max(scores) > res.start_score
+    assert res.history[res.best_iteration - 1].validation_score == res.best_score
+    card = res.model.provenance
+    assert card["fine_tuned"] and card["start_model"]["name"] == "blobs"
+    assert card["images"] == ["blobs.tif"] and card["painted_pixels"] == int(np.count_nonzero(lab))
+    assert card["painted_objects"] == {"cells": 8, "background_strokes": 7}
+    assert card["held_out_objects"] == {"cells": 2, "background_strokes": 1}
+    assert card["start_score"] == res.start_score and card["iterations"] == 120 and card["date"]
+    assert "fine-tuned" in res.model.description and "blobs.tif" in res.model.description
+
+
+def test_new_network_trains_without_the_safeguards():
+    img, inst = blobs(24)
+    res = train(tiny_model(), [img], [inst + 1], TrainingConfig(iterations=3, **FAST))
+    assert res.start_score is None and not res.kept_start and res.scored_on == "training loss"
+    assert "fine_tuned" not in res.model.provenance
+
+
+def test_cli_prints_the_warnings_and_the_outcome(trained, tmp_path, capsys):
+    import tifffile
+
+    from napari_unet.cli import main
+    from napari_unet.modelfile import load_model, save_model
+
+    img, inst = blobs(25, n=14)
+    tifffile.imwrite(tmp_path / "img.tif", img)
+    tifffile.imwrite(tmp_path / "strokes.tif", cells_only(inst).astype(np.uint16))
+    save_model(trained, tmp_path / "start.safetensors")
+    out = tmp_path / "ft.safetensors"
+    rc = main(["train", "--images", str(tmp_path / "img.tif"), "--labels", str(tmp_path / "strokes.tif"),
+               "--model", str(tmp_path / "start.safetensors"), "--output", str(out), "--iterations", "4",
+               "--tile", "124", "--validate-every", "2", "-q"])
+    err = capsys.readouterr()
+    assert rc == 0 and "warning: No background is painted" in err.err
+    assert "start model" in err.out and out.exists()
+    card = load_model(out).provenance
+    if "kept the start model" in err.out:
+        assert card["trained_from"] == "tiny" and "fine_tuned" not in card
+    else:
+        assert card["images"] == ["img.tif"] and card["start_model"]["name"] == "blobs"
