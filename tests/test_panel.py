@@ -77,7 +77,12 @@ def test_everything_the_panel_imports_comes_with_a_plain_install():
             elif top not in sys.stdlib_module_names and top != "__future__":
                 third_party.setdefault(top, name)
     assert "napari_unet._widgets.finetune" in seen and "napari_unet.train" in seen
+    # optional extras imported only inside the function that needs them, behind a one-line
+    # message naming the extra when it is missing (bioimage.io export: _require_spec)
+    optional = {("bioimageio", "napari_unet.bioimageio"), ("imageio", "napari_unet.bioimageio")}  # imageio: with scikit-image
     for top, where in sorted(third_party.items()):
+        if (top, where) in optional:
+            continue
         owners = {d.lower().replace("_", "-") for d in dists.get(top, [top])}
         assert owners & allowed, f"{where} imports {top} ({owners}), which a plain `pip install napari-unet` lacks"
     assert "matplotlib" not in third_party
@@ -176,3 +181,20 @@ def test_new_user_on_a_laptop_screen_clicks_through_without_matplotlib(make_napa
     for button in paint_buttons:  # "Background (1)" and "New cell (M)" keep their text visible
         assert button.width() >= button.fontMetrics().horizontalAdvance(button.text())
         assert button.height() >= button.fontMetrics().height()
+
+
+def test_bioimageio_export_without_its_extra_says_what_to_install(monkeypatch):
+    import builtins
+
+    from napari_unet import bioimageio as B
+
+    real = builtins.__import__
+
+    def no_bioimageio(name, *args, **kwargs):
+        if name.startswith("bioimageio"):
+            raise ImportError(f"No module named {name!r}")
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_bioimageio)
+    with pytest.raises(B.BioimageioError, match="needs bioimageio.spec"):
+        B._require_spec()
