@@ -213,3 +213,12 @@ def test_cli_prints_the_warnings_and_the_outcome(trained, tmp_path, capsys):
         assert card["trained_from"] == "tiny" and "fine_tuned" not in card
     else:
         assert card["images"] == ["img.tif"] and card["start_model"]["name"] == "blobs"
+
+
+def test_the_panel_offers_the_stroke_defaults():
+    from napari_unet._widgets import finetune as W
+    from napari_unet.train import STROKE_DEFAULTS
+
+    assert W.STROKE_ITERATIONS == STROKE_DEFAULTS["iterations"]
+    assert W.STROKE_LEARNING_RATE == STROKE_DEFAULTS["learning_rate"]
+    assert W.STROKE_LEARNING_RATE in [v for _, v in W.RATES]

@@ -20,6 +20,7 @@ from .segment import segment_layer
 if TYPE_CHECKING:
     import napari.viewer
 
+STROKE_ITERATIONS, STROKE_LEARNING_RATE = 150, 1e-4
 RATES = [("1e-2", 1e-2), ("3e-3", 3e-3), ("1e-3", 1e-3), ("3e-4", 3e-4), ("1e-4", 1e-4), ("3e-5", 3e-5)]
 
 
@@ -48,8 +49,10 @@ class FinetuneWidget(Container):
         paint = Container(widgets=[self._bg, self._cell], layout="horizontal", labels=False)
         optional_labels = Optional[napari.layers.Labels]  # noqa: UP045 (magicgui reads it at runtime)
         self._valid = cast(ComboBox, create_widget(label="Validate on", annotation=optional_labels, value=None))
-        self._iterations = SpinBox(label="Iterations", value=200, min=1, max=100_000, step=50)
-        self._lr = ComboBox(label="Learning rate", choices=RATES, value=3e-4)
+        # the defaults measured for strokes (train.STROKE_DEFAULTS, docs/training.md; here without
+        # importing torch, and a test keeps the two equal)
+        self._iterations = SpinBox(label="Iterations", value=STROKE_ITERATIONS, min=1, max=100_000, step=50)
+        self._lr = ComboBox(label="Learning rate", choices=RATES, value=STROKE_LEARNING_RATE)
         self._tile = SpinBox(label="Tile (px)", value=252, min=92, max=1024, step=16,
                              tooltip="training tile edge; smaller is faster on a CPU")
         self._train = PushButton(text="Fine-tune")
