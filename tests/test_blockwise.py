@@ -109,3 +109,34 @@ def test_real_nuclei_with_the_built_in_model_one_to_one():
     got = label_blockwise(probs, model, block=128)
     assert crossing(ref, 128) >= 40
     assert_one_to_one(ref, got)
+
+
+def test_segment_labels_large_planes_block_by_block_with_the_same_objects(monkeypatch):
+    """Issue 7: a plane above predict.LARGE_PLANE is labelled block by block; objects crossing
+    block faces keep one id, one-to-one with the whole-plane labels."""
+    import napari_unet.blockwise as B
+    import napari_unet.predict as P
+
+    from _helpers import tiny_model
+
+    model = tiny_model()
+    model.postprocessing = {"threshold": 0.5, "min_size": 0}
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:300, 0:260]
+    fg = np.zeros((300, 260), np.float32)
+    for _ in range(40):  # discs, many across the 64-px block faces
+        cy, cx, r = rng.integers(0, 300), rng.integers(0, 260), rng.integers(5, 20)
+        fg[(yy - cy) ** 2 + (xx - cx) ** 2 < r * r] = 0.9
+    probs = np.stack([1 - fg, fg])
+    whole = P.labels_from_model_output(probs, model)
+    calls = []
+    real = B.label_blockwise
+    monkeypatch.setattr(B, "label_blockwise", lambda *a, **k: calls.append(k["block"]) or real(*a, **k))
+    monkeypatch.setattr(P, "LARGE_PLANE", 64 * 64)
+    monkeypatch.setattr(P, "LABEL_BLOCK", 64)
+    blocks = P.labels_from_model_output(probs, model)
+    assert calls == [64]
+    assert (whole > 0).sum() == (blocks > 0).sum() and whole.max() == len(np.unique(blocks[blocks > 0]))
+    pairs = {(a, b) for a, b in zip(whole.ravel(), blocks.ravel()) if a or b}
+    assert len(pairs) == whole.max()  # one-to-one
+    assert len({a for a, _ in pairs}) == len({b for _, b in pairs}) == whole.max()

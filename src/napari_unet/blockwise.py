@@ -102,11 +102,12 @@ def default_halo(params: dict) -> int:
 def label_window(probabilities: np.ndarray, model, params: dict) -> np.ndarray:
     """Labels ``(h, w)`` uint32 of one window's class probabilities ``(K, h, w)`` with the
     model's post-processing, ``min_size`` left for after the merge."""
-    from .predict import labels_from_model_output
+    from .postprocess import labels_from_classes
 
     p = dict(params)
     p["min_size"] = 0
-    return labels_from_model_output(np.asarray(probabilities, dtype=np.float32), model, **p).astype(np.uint32)
+    probs = np.asarray(probabilities, dtype=np.float32)
+    return labels_from_classes(probs, model.foreground_class, **p).astype(np.uint32)
 
 
 def block_summary(window_labels: np.ndarray, plan: BlockPlan, i: int, j: int):

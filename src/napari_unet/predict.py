@@ -561,11 +561,18 @@ class Segmentation:
     labels: np.ndarray
 
 
+#: planes with more pixels than this are labelled block by block (blocks of LABEL_BLOCK pixels)
+LARGE_PLANE = 4096 * 4096
+LABEL_BLOCK = 2048
+
+
 def labels_from_model_output(probabilities: np.ndarray, model: SegmentationModel, **overrides) -> np.ndarray:
     """Instance labels for every plane of ``probabilities`` with the model's post-processing
     defaults (``threshold``, ``seed_threshold``, ``min_size``, ``smooth``, ``fill_holes``; see
     :func:`~napari_unet.postprocess.labels_from_probabilities`), overridable by keyword
-    (None keeps the model's value)."""
+    (None keeps the model's value). Planes larger than ``LARGE_PLANE`` pixels are labelled
+    block by block (:func:`napari_unet.blockwise.label_blockwise`), so that labelling needs no
+    whole-plane temporaries."""
     params = {"threshold": 0.5, "seed_threshold": None, "min_size": 0, "smooth": 0.0, "fill_holes": False}
     params.update({k: v for k, v in model.postprocessing.items() if k in params})
     params.update({k: v for k, v in overrides.items() if v is not None})
@@ -575,7 +582,15 @@ def labels_from_model_output(probabilities: np.ndarray, model: SegmentationModel
     labs = []
     offset = 0
     for i in range(flat.shape[1]):
-        lab = labels_from_classes(flat[:, i], model.foreground_class, **params).astype(np.uint32)
+        plane = flat[:, i]
+        if plane.shape[-2] * plane.shape[-1] > LARGE_PLANE:
+            # block by block, ids merged across block faces: no whole-plane temporaries
+            # (8192x8192: 344 MiB instead of 1923 MiB, the same objects; docs/large_images.md)
+            from .blockwise import label_blockwise
+
+            lab = label_blockwise(plane, model, block=LABEL_BLOCK, **params).astype(np.uint32, copy=False)
+        else:
+            lab = labels_from_classes(plane, model.foreground_class, **params).astype(np.uint32)
         lab[lab > 0] += offset
         offset = int(lab.max()) if lab.max() > 0 else offset
         labs.append(lab)
