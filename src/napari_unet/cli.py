@@ -114,13 +114,12 @@ def _check_output(path: Path, overwrite: bool, protect=(), what="--output") -> P
 
 def _check_folder(folder: Path) -> None:
     """An output folder that exists (or can be made) and can be written to, before any work."""
-    parent = folder
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not parent.is_dir():
-        raise CliError(f"cannot make the --output folder {folder}: {parent} is a file")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise CliError(f"cannot write to the --output folder {folder}: {parent} is not writable")
+    from .io import check_folder
+
+    try:
+        check_folder(folder, f"cannot make the --output folder {folder}")
+    except OSError as e:
+        raise CliError(str(e)) from None
 
 
 # --------------------------------------------------------------------------- models

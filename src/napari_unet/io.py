@@ -16,6 +16,7 @@ __all__ = [
     "ImageReadError",
     "OutputExistsError",
     "atomic_write",
+    "check_folder",
     "check_output",
     "decoded_size",
     "output_stem",
@@ -76,14 +77,22 @@ def check_output(path: str | os.PathLike, *, overwrite: bool = False, protect=()
                 continue
         if not overwrite:
             raise OutputExistsError(p)
-    parent = p.parent
+    check_folder(p.parent, f"cannot write {p}")
+    return p
+
+
+def check_folder(folder: str | os.PathLike, what: str) -> Path:
+    """That ``folder`` exists, or can be made, and can be written to: its first existing
+    ancestor must be a writable folder. Raises NotADirectoryError or PermissionError that start
+    with ``what``; returns that ancestor."""
+    parent = Path(folder)
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
     if not parent.is_dir():
-        raise NotADirectoryError(f"cannot write {p}: {parent} is a file, not a folder")
+        raise NotADirectoryError(f"{what}: {parent} is a file, not a folder")
     if not os.access(parent, os.W_OK | os.X_OK):
-        raise PermissionError(f"cannot write {p}: the folder {parent} is not writable")
-    return p
+        raise PermissionError(f"{what}: the folder {parent} is not writable")
+    return parent
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
