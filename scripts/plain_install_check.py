@@ -2,7 +2,7 @@
 any exception: for checking an install made the way napari installs plugins (no extras).
 
     python3 -m venv /tmp/v && /tmp/v/bin/pip install -c constraints.txt 'napari[pyqt6]' .
-    xvfb-run -a -s "-screen 0 1366x768x24" /tmp/v/bin/python scripts/plain_install_check.py
+    xvfb-run -a -s "-screen 0 1366x768x24" /tmp/v/bin/python scripts/plain_install_check.py [SHOT.png]
 
 Opens the nuclei sample, opens the panel from the Plugins menu's command, presses Segment,
 New annotation layer, paints a few nuclei (taken from the segmentation), presses Fine-tune,
@@ -67,6 +67,11 @@ def main() -> int:
     QApplication.processEvents()
     height = viewer.window._qt_window.minimumSizeHint().height()
     print(f"main window minimum height with the panel open: {height} px")
+    shot = sys.argv[1] if len(sys.argv) > 1 else "plain_install_check.png"
+    from skimage.io import imsave
+
+    imsave(shot, viewer.screenshot(canvas_only=False), check_contrast=False)
+    print("screenshot:", shot)
     try:
         import matplotlib  # noqa: F401
 
