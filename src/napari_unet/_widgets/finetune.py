@@ -200,17 +200,20 @@ class FinetuneWidget(Container):
             return
         model = result.model
         start_name = model.name
-        if not model.name.endswith("-finetuned"):
-            model.name = f"{model.name}-finetuned"
-        n_images, painted, cells = self._painted
         start = source.removesuffix(" fine-tuned")
-        marker = ". Started from "
-        if model.description.startswith(f"{start} fine-tuned in napari") and marker in model.description:
-            origin = model.description.split(marker, 1)[1]  # fine-tuned again: keep where it began
-        else:
-            origin = f"{start_name}: {model.description}".strip()
-        model.description = (f"{start} fine-tuned in napari on {n_images} image(s) ({cells} painted cells, "
-                             f"{painted} painted pixels), {len(h)} iteration{'s' * (len(h) != 1)}{marker}{origin}")
+        if not getattr(result, "kept_start", False):  # the start model kept unchanged keeps its name and card
+            if not model.name.endswith("-finetuned"):
+                model.name = f"{model.name}-finetuned"
+            if not model.provenance.get("fine_tuned"):  # train() describes what it fine-tuned; else say it here
+                n_images, painted, cells = self._painted
+                marker = ". Started from "
+                if model.description.startswith(f"{start} fine-tuned in napari") and marker in model.description:
+                    origin = model.description.split(marker, 1)[1]  # fine-tuned again: keep where it began
+                else:
+                    origin = f"{start_name}: {model.description}".strip()
+                model.description = (f"{start} fine-tuned in napari on {n_images} image(s) ({cells} painted cells, "
+                                     f"{painted} painted pixels), {len(h)} iteration{'s' * (len(h) != 1)}{marker}"
+                                     f"{origin}")
         self._warn(getattr(result, "warnings", []) or [])
         session.set_model(model, start + " fine-tuned")
         how = f"cancelled after {len(h)} iterations, keeping" if result.cancelled else f"{len(h)} iterations,"
