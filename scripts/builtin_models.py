@@ -30,7 +30,7 @@ import torch
 from skimage.io import imread
 
 from napari_unet import labels as L
-from napari_unet.model import UNetConfig
+from napari_unet.model import UNetConfig, narrowed
 from napari_unet.modelfile import SegmentationModel, load_model, save_model
 from napari_unet.train import TrainingConfig, train
 
@@ -128,19 +128,28 @@ def _corrupt(pair, k):
     return (out * 4000).astype(np.uint16), lab
 
 
-def cmd_train(name, iterations=None, threads=None, precision="bfloat16", base_channels=16, start=None, lr=1e-3,
+def cmd_train(name, iterations=None, threads=None, precision="bfloat16", base_channels=None, start=None, lr=1e-3,
               classes=2, device="auto", workers=0, batch_size=1, minutes=None, tag="", max_zoom=None,
               microscope=None, validate_every=250):
     if threads:
         torch.set_num_threads(threads)
     spec = SPECS[name]
     tr, va, _ = data(name)
+    narrow_from = None
     if start:  # continue from an earlier run (a file), e.g. with a lower learning rate
         model = load_model(start)
+        if base_channels and base_channels < model.config.base_channels:
+            # a narrower (faster) network, started from the strongest channels of this one
+            narrow_from = f"{start} (width {model.config.base_channels})"
+            net = narrowed(model.network, base_channels)
+            model = SegmentationModel(net, normalization=model.normalization, class_names=model.class_names,
+                                      foreground_class=model.foreground_class, name=name,
+                                      description=spec["description"], postprocessing=dict(model.postprocessing),
+                                      provenance={"narrowed_from": narrow_from})
     else:
         names = spec["class_names"] if classes == 2 else CLASS_NAMES_3[name]
         model = SegmentationModel.new(
-            UNetConfig(base_channels=base_channels, depth=5, padding="valid", dropout=0.5, n_classes=classes),
+            UNetConfig(base_channels=base_channels or 16, depth=5, padding="valid", dropout=0.5, n_classes=classes),
             class_names=names, name=name, description=spec["description"],
         )
     nuclei = name == "fluo-nuclei"
@@ -168,10 +177,11 @@ def cmd_train(name, iterations=None, threads=None, precision="bfloat16", base_ch
                   f"{time.time() - t0:.0f}s", flush=True)
 
     res = train(model, [p[0] for p in tr], [p[1] for p in tr], cfg, validation=va, callback=cb, checkpoint=out,
-                overwrite=True,
                 cancel=cancel, overwrite=True)
     cmd = f"python scripts/builtin_models.py train {name} --iterations {cfg.iterations}"
     cmd += f" --start {start} --lr {lr}" if start else f" --base-channels {base_channels} --classes {classes}"
+    if narrow_from:
+        cmd += f" --base-channels {base_channels}"
     if device != "auto":
         cmd += f" --device {device} --workers {workers} --batch-size {batch_size}"
     res.model.provenance.update({"training_data": name_data(name), "training_seconds": round(res.seconds),
@@ -291,7 +301,9 @@ def main(argv=None):
     ap.add_argument("--iterations", type=int)
     ap.add_argument("--threads", type=int)
     ap.add_argument("--precision", default=None)
-    ap.add_argument("--base-channels", type=int, default=16)
+    ap.add_argument("--base-channels", type=int, default=None,
+                    help="width of a new network (default 16); with --start, a smaller width trains a narrower "
+                         "copy started from the start model's strongest channels (model.narrowed)")
     ap.add_argument("--classes", type=int, default=2, choices=[2, 3], help="3: background / interior / boundary")
     ap.add_argument("--start", help="continue training this model file")
     ap.add_argument("--lr", type=float, default=1e-3)

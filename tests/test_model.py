@@ -85,3 +85,50 @@ def test_same_padding_keeps_size():
 def test_bad_config(kwargs, msg):
     with pytest.raises(ValueError, match=msg):
         UNetConfig(**kwargs)
+
+
+def test_narrowed_keeps_the_strongest_channels_exactly():
+    """A wide network whose extra channels carry nothing (zero filters) narrows to the same function."""
+    from napari_unet.model import narrowed
+
+    torch.manual_seed(0)
+    wide = UNet(UNetConfig(base_channels=8, depth=3, dropout=0.0, n_classes=3)).eval()
+    small = UNet(UNetConfig(base_channels=4, depth=3, dropout=0.0, n_classes=3)).eval()
+    # put small's weights into a random subset of wide's channels and zero the rest
+    g = torch.Generator().manual_seed(1)
+    pick = {}
+    with torch.no_grad():
+        for m in wide.modules():
+            if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
+                m.weight.zero_()
+                m.bias.zero_()
+    levels = [torch.sort(torch.randperm(8 * 2**i, generator=g)[: 4 * 2**i]).values for i in range(3)]
+
+    def put(dst, src, keep_out, keep_in, transposed=False):
+        if transposed:
+            dst.weight.data[keep_in[:, None], keep_out] = src.weight.data
+        else:
+            dst.weight.data[keep_out[:, None], keep_in] = src.weight.data
+        dst.bias.data[keep_out] = src.bias.data
+
+    prev = torch.arange(1)
+    for i in range(3):
+        put(wide.down[i][0], small.down[i][0], levels[i], prev)
+        put(wide.down[i][2], small.down[i][2], levels[i], levels[i])
+        prev = levels[i]
+    for j in range(2):
+        lv = 1 - j
+        put(wide.upconv[j], small.upconv[j], levels[lv], prev, transposed=True)
+        put(wide.up[j][0], small.up[j][0], levels[lv], torch.cat([levels[lv], 8 * 2**lv + levels[lv]]))
+        put(wide.up[j][2], small.up[j][2], levels[lv], levels[lv])
+        prev = levels[lv]
+    put(wide.head, small.head, torch.arange(3), prev)
+    # biases of zero filters are zero, so the kept (non-zero) filters are exactly small's
+    x = torch.rand(1, 1, 44, 44)
+    with torch.no_grad():
+        assert torch.allclose(wide(x), small(x), atol=1e-5)
+        narrow = narrowed(wide, 4).eval()
+        assert narrow.config.base_channels == 4
+        assert torch.allclose(narrow(x), small(x), atol=1e-5)
+    with pytest.raises(ValueError, match="widen"):
+        narrowed(small, 8)

@@ -23,6 +23,7 @@ __all__ = [
     "valid_input_sizes",
     "context_margin",
     "alignment",
+    "narrowed",
 ]
 
 
@@ -154,6 +155,60 @@ class UNet(nn.Module):
             skip = _center_crop(skip, x.shape[-2], x.shape[-1])
             x = block(torch.cat([skip, x], dim=1))
         return self.head(x)
+
+
+def narrowed(network: UNet, base_channels: int) -> UNet:
+    """A narrower copy of a trained ``network`` (``base_channels`` at the first level) that
+    starts from its strongest feature maps.
+
+    Every convolution keeps the output channels whose filters have the largest L1 norm
+    (Li et al., "Pruning filters for efficient ConvNets", ICLR 2017), and the layers after it
+    keep the matching input channels, skip connections included. The result computes a
+    different function and needs training, but starts far closer to the teacher than a new
+    network: this is how a fast width-16 model is trained from a width-32 one on a CPU.
+    """
+    cfg = network.config
+    if base_channels > cfg.base_channels:
+        raise ValueError(f"cannot widen a network ({cfg.base_channels} -> {base_channels} channels)")
+    new_cfg = UNetConfig(**{**cfg.to_dict(), "base_channels": int(base_channels)})
+    out = UNet(new_cfg)
+    k = [new_cfg.base_channels * 2**i for i in range(cfg.depth)]
+
+    def strongest(conv: nn.Module, n: int, transposed: bool = False) -> torch.Tensor:
+        w = conv.weight.detach()
+        norms = w.abs().sum(dim=(0, 2, 3)) if transposed else w.abs().sum(dim=(1, 2, 3))
+        return torch.sort(torch.topk(norms, n).indices).values
+
+    def copy(dst, src, keep_out, keep_in, transposed=False):
+        w = src.weight.detach()
+        w = w[keep_in][:, keep_out] if transposed else w[keep_out][:, keep_in]
+        dst.weight.data.copy_(w)
+        dst.bias.data.copy_(src.bias.detach()[keep_out])
+
+    prev = torch.arange(cfg.in_channels)
+    skips = []
+    with torch.no_grad():
+        for i, (src, dst) in enumerate(zip(network.down, out.down)):
+            a = strongest(src[0], k[i])
+            copy(dst[0], src[0], a, prev)
+            b = strongest(src[2], k[i])
+            copy(dst[2], src[2], b, a)
+            skips.append(b)
+            prev = b
+        for j, (su, du, sb, db) in enumerate(zip(network.upconv, out.upconv, network.up, out.up)):
+            level = cfg.depth - 2 - j
+            c = strongest(su, k[level], transposed=True)
+            copy(du, su, c, prev, transposed=True)
+            # the block's input is cat([skip, up-convolution]): skip channels first
+            width = cfg.base_channels * 2**level
+            cat_in = torch.cat([skips[level], width + c])
+            d = strongest(sb[0], k[level])
+            copy(db[0], sb[0], d, cat_in)
+            u = strongest(sb[2], k[level])
+            copy(db[2], sb[2], u, d)
+            prev = u
+        copy(out.head, network.head, torch.arange(cfg.n_classes), prev)
+    return out
 
 
 # --------------------------------------------------------------------------- size arithmetic
