@@ -173,7 +173,7 @@ def test_training_refuses_annotations_without_a_cell_and_warns_about_one_class()
                                  dict(padding="same", depth=2)])
 def test_expected_tensor_shapes_match_the_network(cfg):
     from napari_unet.model import UNet, UNetConfig
-    from napari_unet.modelinfo import expected_tensor_shapes
+    from napari_unet.modelheader import expected_tensor_shapes
 
     c = UNetConfig(**cfg)
     with torch.device("meta"):
