@@ -124,3 +124,27 @@ def test_builtin_models_load_their_header_settings(name):
         pytest.skip(f"{name} is not installed")
     header = read_model_info(builtin_model_path(name))["postprocessing"]
     assert load_model(name).postprocessing == PostProcessing(**header)
+
+
+def test_command_line_flags_reach_the_labels(tmp_path, capsys, monkeypatch):
+    import tifffile
+
+    import napari_unet.postprocess as P
+    from napari_unet.cli import main
+    from napari_unet.modelfile import save_model
+
+    m = tiny_model()
+    m.postprocessing = {"fill_holes": True, "smooth": 2.0}
+    model = str(save_model(m, tmp_path / "m.safetensors"))
+    img = tmp_path / "img.tif"
+    tifffile.imwrite(img, (np.random.default_rng(0).random((60, 80)) * 255).astype(np.uint8))
+    seen, real = [], P.labels_from_model_output
+    monkeypatch.setattr(P, "labels_from_model_output", lambda probs, model, **kw: seen.append(kw) or real(probs, model, **kw))
+    args = ["segment", str(img), "--model", model, "--output", str(tmp_path / "o"), "-q", "--overwrite"]
+    assert main(args) == 0
+    assert main(args + ["--no-fill-holes", "--smooth", "0", "--min-size", "3", "--seed-threshold", "0.9"]) == 0
+    assert seen[0] == dict.fromkeys(PostProcessing.fields())  # the model's own settings
+    assert seen[1] == {"threshold": None, "seed_threshold": 0.9, "min_size": 3, "smooth": 0.0, "fill_holes": False}
+    assert main(args + ["--smooth", "-1"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == \
+        "napari-unet: error: --smooth must be a number of pixels >= 0, not -1.0"

@@ -237,7 +237,7 @@ def test_tile_is_capped_at_the_image_and_memory_is_checked(monkeypatch):
                                               "but 50.0 MiB are available: segment it block by block with dask"):
         predict_probabilities(np.zeros((4000, 4000), np.uint8), m, tile=124)
     with pytest.raises(NotEnoughMemory, match="tiles of .* pixels in batches of 64 need"):
-        Predictor(m, (4000, 4000), tile=1000, batch_size=64, device="cpu")
+        Predictor.for_plane(m, (4000, 4000), tile=1000, batch_size=64, device="cpu")
 
 
 def test_train_api_refuses_what_is_not_a_list_of_images():
