@@ -1,6 +1,6 @@
 """Peak memory of one forward pass (inference) and of forward + backward (training) on the CPU,
 per input pixel, against the estimates napari-unet uses to refuse a job before allocating
-(``napari_unet.predict.peak_bytes_per_pixel``). Each measurement runs in a fresh subprocess
+(``napari_unet.tileplan.peak_bytes_per_pixel``). Each measurement runs in a fresh subprocess
 (peak RSS growth over a warmed-up network).
 
     python benchmarks/bench_activation_memory.py
@@ -14,7 +14,7 @@ import sys
 CHILD = r"""
 import resource, sys, torch
 from napari_unet.model import UNet, UNetConfig, valid_input_size
-from napari_unet.predict import peak_bytes_per_pixel
+from napari_unet.tileplan import peak_bytes_per_pixel
 torch.set_num_threads(2)
 base, edge, training = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "1"
 cfg = UNetConfig(base_channels=base)

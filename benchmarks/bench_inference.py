@@ -51,7 +51,7 @@ METHODS = [
 BASE, DEPTH, OVERLAP, WARMUP = 16, 5, 0.25, 256
 
 
-WHOLE_BYTES_PER_PX = 12 * BASE * 4 * 2  # the engine's activation rule (predict._bytes_per_pixel, fp32)
+WHOLE_BYTES_PER_PX = 12 * BASE * 4 * 2  # the engine's activation rule (tileplan._bytes_per_pixel, fp32)
 
 
 def make_image(size: int, seed: int = 0):
@@ -90,7 +90,9 @@ def build(method: str, tile: int | None):
     from napari_unet.model import UNet, UNetConfig, alignment, context_margin
     from napari_unet.modelfile import SegmentationModel
     from napari_unet.normalize import Normalization
-    from napari_unet.predict import _min_tile_for, choose_tile, default_memory_budget, predict_probabilities
+    from napari_unet.predict import predict_probabilities
+    from napari_unet.tileplan import choose_tile, default_memory_budget
+    from napari_unet.tileplan import min_tile_for as _min_tile_for
     from napari_unet.tiling import TileGrid
 
     torch.manual_seed(0)
@@ -197,7 +199,7 @@ def skip_reason(method: str, size: int) -> str | None:
     import psutil
 
     from napari_unet.model import UNetConfig, context_margin
-    from napari_unet.predict import _min_tile_for
+    from napari_unet.tileplan import min_tile_for as _min_tile_for
 
     config = UNetConfig(base_channels=BASE, depth=DEPTH, padding="valid", dropout=0.0)
     n = _min_tile_for(config, size, context_margin(config))

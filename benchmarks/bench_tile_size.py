@@ -1,4 +1,4 @@
-"""Which tile edge is fastest on this machine? (sets the CPU default in predict.choose_tile)
+"""Which tile edge is fastest on this machine? (sets the CPU default in tileplan.choose_tile)
 
     python benchmarks/bench_tile_size.py [--base 16] [--tiles 380 572 700 892 1020]
 

@@ -208,7 +208,7 @@ def main():
                                                  "--label-format", "instances", "--model", "small.safetensors", "--iterations", "2000", "--tile",
                                                  "124", "--output", "ft.safetensors", "--precision", "float32", "-q"],
          {130}, signal_after=25)
-    from napari_unet.modelinfo import read_model_info
+    from napari_unet.modelheader import read_model_info
 
     prov = read_model_info(root / "ft.safetensors")["provenance"]
     rows.append(("  ... its card", 0, json.dumps({k: prov[k] for k in ("trained_from", "iterations",

@@ -112,10 +112,10 @@ def test_real_nuclei_with_the_built_in_model_one_to_one():
 
 
 def test_segment_labels_large_planes_block_by_block_with_the_same_objects(monkeypatch):
-    """Issue 7: a plane above predict.LARGE_PLANE is labelled block by block; objects crossing
+    """Issue 7: a plane above postprocess.LARGE_PLANE is labelled block by block; objects crossing
     block faces keep one id, one-to-one with the whole-plane labels."""
     import napari_unet.blockwise as B
-    import napari_unet.predict as P
+    import napari_unet.postprocess as P
 
     from _helpers import tiny_model
 

@@ -173,7 +173,7 @@ def test_training_refuses_annotations_without_a_cell_and_warns_about_one_class()
                                  dict(padding="same", depth=2)])
 def test_expected_tensor_shapes_match_the_network(cfg):
     from napari_unet.model import UNet, UNetConfig
-    from napari_unet.modelinfo import expected_tensor_shapes
+    from napari_unet.modelheader import expected_tensor_shapes
 
     c = UNetConfig(**cfg)
     with torch.device("meta"):
@@ -237,7 +237,7 @@ def test_tile_is_capped_at_the_image_and_memory_is_checked(monkeypatch):
                                               "but 50.0 MiB are available: segment it block by block with dask"):
         predict_probabilities(np.zeros((4000, 4000), np.uint8), m, tile=124)
     with pytest.raises(NotEnoughMemory, match="tiles of .* pixels in batches of 64 need"):
-        Predictor(m, (4000, 4000), tile=1000, batch_size=64, device="cpu")
+        Predictor.for_plane(m, (4000, 4000), tile=1000, batch_size=64, device="cpu")
 
 
 def test_train_api_refuses_what_is_not_a_list_of_images():

@@ -6,17 +6,13 @@ names its path explicitly), so these writers replace the file they were given.""
 from __future__ import annotations
 
 
-def _full_resolution(data):
-    return data[0] if isinstance(data, (list, tuple)) else data
-
-
 def write_labels(path: str, data, meta: dict) -> list[str]:
-    from napari_unet.io import write_labels as write
+    from napari_unet.io import full_resolution, write_labels as write
 
-    return [str(write(path, _full_resolution(data), overwrite=True))]
+    return [str(write(path, full_resolution(data), overwrite=True))]
 
 
 def write_probabilities(path: str, data, meta: dict) -> list[str]:
-    from napari_unet.io import write_probabilities as write
+    from napari_unet.io import full_resolution, write_probabilities as write
 
-    return [str(write(path, _full_resolution(data), overwrite=True))]
+    return [str(write(path, full_resolution(data), overwrite=True))]

@@ -1,7 +1,7 @@
 """Instance labels of a plane too large to label at once: block by block, ids merged across blocks.
 
 Each block is labelled from the probabilities of the block plus a ``halo`` of context on every
-side (the model's post-processing, see :func:`napari_unet.predict.labels_from_model_output`),
+side (the model's post-processing, see :func:`napari_unet.postprocess.labels_from_model_output`),
 and only its core is kept. Ids are then merged across block faces: every block also reports
 the labels it sees in a thin ``strip`` just beyond each face (its halo) and just inside it (its
 core); labels that cover the same pixels there are joined in a graph, its connected components
@@ -77,11 +77,9 @@ class BlockPlan:
 
 def postprocessing_params(model, **overrides) -> dict:
     """The model's post-processing defaults with ``overrides`` (None keeps the model's value),
-    as :func:`~napari_unet.predict.labels_from_model_output` uses them."""
-    params = {"threshold": 0.5, "seed_threshold": None, "min_size": 0, "smooth": 0.0, "fill_holes": False}
-    params.update({k: v for k, v in model.postprocessing.items() if k in params})
-    params.update({k: v for k, v in overrides.items() if v is not None and k in params})
-    return params
+    as :func:`~napari_unet.postprocess.labels_from_model_output` uses them (other names are ignored)."""
+    known = model.postprocessing.fields()
+    return model.postprocessing.replace(**{k: v for k, v in overrides.items() if k in known}).to_dict()
 
 
 def uses_watershed(model, params: dict) -> bool:

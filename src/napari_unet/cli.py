@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import first_line
+
 __all__ = ["main"]
 
 PROG = "napari-unet"
@@ -50,8 +52,7 @@ def _reason(e: BaseException) -> str:
     if isinstance(e, OSError) and e.strerror and not isinstance(e, FileExistsError):
         where = f": {e.filename}" if e.filename else ""
         return f"{e.strerror}{where}"
-    text = str(e).strip().splitlines()
-    return text[0] if text else type(e).__name__
+    return first_line(e)
 
 
 def _memory_reason(e: MemoryError) -> str:
@@ -173,6 +174,7 @@ def cmd_segment_large(args) -> int:
     out_dir = Path(args.output)
     if out_dir.exists() and not out_dir.is_dir():
         raise CliError(f"--output must be a folder, but {out_dir} is a file")
+    post = _postprocessing_flags(args)
     model = _load_model(args.model, args.allow_torchscript)
     if not args.scheduler:  # a remote cluster's workers may have devices this machine lacks
         try:
@@ -218,7 +220,7 @@ def cmd_segment_large(args) -> int:
                 res = segment_to_zarr(
                     source, model, out_dir, client=client, probabilities=args.probabilities, block=args.block,
                     device=args.device, tile=args.tile, precision=args.precision, threads=threads, progress=progress,
-                    threshold=args.threshold, seed_threshold=args.seed_threshold, min_size=args.min_size,
+                    **post,
                     overwrite=bool(getattr(args, "overwrite", False)),
                 )
             except (ZarrInputError, InputError) as e:
@@ -256,44 +258,55 @@ def _rescue(path: Path, write, rescue: list) -> Path | None:
         return None
 
 
-def cmd_segment(args) -> int:
-    if args.workers is not None or args.scheduler or any(_is_large_input(p) for p in args.inputs):
-        return cmd_segment_large(args)
-    from .io import ImageReadError, OutputExistsError, output_stem, read_image, write_labels, write_probabilities
-    from .model import valid_input_size
-    from .postprocess import check_postprocessing
-    from .predict import InputError, labels_from_model_output, pick_channel, predict_probabilities
-    from .device import DeviceError, resolve_device
+def _read(path) -> np.ndarray:
+    """The image at ``path``, or a :class:`CliError` saying in one line why it cannot be read
+    (missing, a folder or a pipe, unreadable, larger than the memory)."""
+    from .io import ImageReadError, read_image
 
-    _at_least("--batch-size", args.batch_size, 1)
-    _at_least("--tile", args.tile, 1)
-    _at_least("--min-size", args.min_size, 0)
+    p = Path(path)
+    if not p.exists():
+        raise CliError(f"input not found: {p}")
     try:
-        check_postprocessing({"threshold": args.threshold, "seed_threshold": args.seed_threshold})
-    except ValueError as e:
-        raise CliError(f"--{_reason(e).replace('_', '-')}") from None
-    channel_axis = _channel_axis(args.channel_axis)
-    if args.channel is not None and channel_axis is False:
-        raise CliError("--channel picks one channel along --channel-axis, which cannot be 'none'")
-    inputs = [Path(p) for p in args.inputs]
-    out_dir = Path(args.output)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise CliError(f"--output must be a folder, but {out_dir} is a file")
-    _check_folder(out_dir)
-    model = _load_model(args.model, args.allow_torchscript)
-    try:
-        resolve_device(args.device)
-    except DeviceError as e:
+        return read_image(p)
+    except ImageReadError as e:
         raise CliError(str(e)) from None
-    if args.tile is not None:
-        t = valid_input_size(model.config, args.tile)
-        if t != args.tile:
-            print(f"--tile {args.tile} is not a size this network accepts: using {t}"
-                  + (" (or less: a tile never exceeds the one that covers the image)" if t > 2048 else ""),
-                  file=sys.stderr)
-        args.tile = t
+    except MemoryError as e:
+        raise CliError(f"{p.name}: {_memory_reason(e)}") from None
 
-    # every output path is decided, and checked, before any work
+
+def _postprocessing_flags(args) -> dict:
+    """The post-processing flags (``--threshold``, ``--seed-threshold``, ``--min-size``,
+    ``--smooth``, ``--fill-holes``), checked; None where not given (the model's setting)."""
+    from .postprocess import PostProcessing
+
+    _at_least("--min-size", args.min_size, 0)
+    flags = {k: getattr(args, k, None) for k in PostProcessing.fields()}
+    try:
+        PostProcessing().replace(**flags)
+    except ValueError as e:
+        name, _, rest = first_line(e).partition(" ")
+        raise CliError(f"--{name.replace('_', '-')} {rest}") from None
+    return flags
+
+
+def _tile_flag(args, model) -> int | None:
+    """``--tile`` rounded as the tile planner rounds it, said on stderr when it changes."""
+    from .tileplan import round_tile
+
+    if args.tile is None:
+        return None
+    t = round_tile(model.config, args.tile)
+    if t != args.tile:
+        print(f"--tile {args.tile} is not a size this network accepts: using {t}"
+              + (" (or less: a tile never exceeds the one that covers the image)" if t > 2048 else ""), file=sys.stderr)
+    return t
+
+
+def _segment_outputs(args, inputs: list[Path], out_dir: Path) -> list[tuple[Path, list[Path]]]:
+    """``(input, [labels file, probabilities file])`` for every input, all decided and checked
+    (no name clash, nothing replaced without --overwrite, never an input) before any work."""
+    from .io import output_stem
+
     by_stem: dict[str, Path] = {}
     for p in inputs:
         stem = output_stem(p)
@@ -311,23 +324,62 @@ def cmd_segment(args) -> int:
         for q in outs:
             _check_output(q, args.overwrite, protect, what="--output folder")
         plans.append((p, outs))
+    return plans
 
-    done: list[Path] = []
-    finished = 0
-    failed: list[str] = []
-    rescue: list[Path] = []
-    current = None
+
+def _write_results(results, name: str, rescue: list) -> tuple[list[Path], bool]:
+    """Write ``(path, write)`` results; a result that cannot be written goes to a fresh
+    temporary folder, with one line saying so. Returns the paths written and whether all were."""
+    from .io import OutputExistsError
+
+    written, ok = [], True
+    for q, write in results:
+        try:
+            written.append(write(q))
+            continue
+        except OutputExistsError:
+            # appeared while we worked (another process): never replaced
+            kept = _rescue(q, write, rescue)
+            _err(f"{q} appeared while {name} was segmented and was kept; "
+                 + (f"this result was saved to {kept} instead" if kept else "this result could not be saved"))
+        except OSError as e:
+            kept = _rescue(q, write, rescue)
+            _err(f"could not write {q} ({_reason(e)}); "
+                 + (f"the result was saved to {kept} instead" if kept else "the result could not be saved anywhere"))
+        ok = False
+    return written, ok
+
+
+def cmd_segment(args) -> int:
+    if args.workers is not None or args.scheduler or any(_is_large_input(p) for p in args.inputs):
+        return cmd_segment_large(args)
+    from .device import DeviceError, resolve_device
+    from .io import write_labels, write_probabilities
+    from .postprocess import labels_from_model_output
+    from .predict import InputError, pick_channel, predict_probabilities
+
+    _at_least("--batch-size", args.batch_size, 1)
+    _at_least("--tile", args.tile, 1)
+    post = _postprocessing_flags(args)
+    channel_axis = _channel_axis(args.channel_axis)
+    if args.channel is not None and channel_axis is False:
+        raise CliError("--channel picks one channel along --channel-axis, which cannot be 'none'")
+    out_dir = Path(args.output)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise CliError(f"--output must be a folder, but {out_dir} is a file")
+    _check_folder(out_dir)
+    model = _load_model(args.model, args.allow_torchscript)
+    try:
+        resolve_device(args.device)
+    except DeviceError as e:
+        raise CliError(str(e)) from None
+    tile = _tile_flag(args, model)
+    plans = _segment_outputs(args, [Path(p) for p in args.inputs], out_dir)
+
+    done, finished, failed, rescue, current = [], 0, [], [], None
     try:
         for p, outs in plans:
             current = p
-            try:
-                if not p.is_file():
-                    raise ImageReadError(f"input not found: {p}" if not p.exists() else f"{p} is not a file")
-                image = read_image(p)
-            except (ImageReadError, MemoryError) as e:
-                _err(f"{p.name}: {_memory_reason(e)}" if isinstance(e, MemoryError) else str(e))
-                failed.append(p.name)
-                continue
             bars = []  # created at the first tile, so that an error prints alone
 
             def progress(n_done, total, _name=p.name):
@@ -337,16 +389,18 @@ def cmd_segment(args) -> int:
                 bars[0].refresh()
 
             try:
-                axis = channel_axis
+                image, axis = _read(p), channel_axis
                 if args.channel is not None:
                     image, axis = pick_channel(image, args.channel, channel_axis), False
-                probs = predict_probabilities(
-                    image, model, channel_axis=axis, device=args.device, tile=args.tile,
-                    precision=args.precision, batch_size=args.batch_size, progress=progress, tta=args.tta,
-                )
-                labels = labels_from_model_output(
-                    probs, model, threshold=args.threshold, seed_threshold=args.seed_threshold, min_size=args.min_size
-                )
+                probs = predict_probabilities(image, model, channel_axis=axis, device=args.device, tile=tile,
+                                              precision=args.precision, batch_size=args.batch_size,
+                                              progress=progress, tta=args.tta)
+                del image
+                labels = labels_from_model_output(probs, model, **post)
+            except CliError as e:
+                _err(str(e))
+                failed.append(p.name)
+                continue
             except (InputError, ValueError, MemoryError, FloatingPointError) as e:
                 _err(f"{p.name}: {_memory_reason(e) if isinstance(e, MemoryError) else _reason(e)}")
                 failed.append(p.name)
@@ -354,32 +408,19 @@ def cmd_segment(args) -> int:
             finally:
                 for b in bars:
                     b.close()
-            del image
             results = [(outs[0], lambda q: write_labels(q, labels, overwrite=args.overwrite))]
             if args.probabilities:
                 results.append((outs[1], lambda q: write_probabilities(q, probs, overwrite=args.overwrite)))
-            written = []
-            for q, write in results:
-                try:
-                    written.append(write(q))
-                except OutputExistsError:
-                    # appeared while we worked (another process): never replaced
-                    kept = _rescue(q, write, rescue)
-                    _err(f"{q} appeared while {p.name} was segmented and was kept; "
-                         + (f"this result was saved to {kept} instead" if kept else "this result could not be saved"))
-                    failed.append(p.name)
-                except OSError as e:
-                    kept = _rescue(q, write, rescue)
-                    _err(f"could not write {q} ({_reason(e)}); "
-                         + (f"the result was saved to {kept} instead" if kept else "the result could not be saved anywhere"))
-                    failed.append(p.name)
+            written, ok = _write_results(results, p.name, rescue)
             done.extend(written)
-            finished += len(written) == len(results)
-            if not args.quiet and len(written) == len(results):
+            finished += ok
+            if not ok:
+                failed.append(p.name)
+            elif not args.quiet:
                 print(f"{p.name}: {int(labels.max())} objects -> " + ", ".join(str(w) for w in written))
     except KeyboardInterrupt as e:
-        kept = (f"{finished} of {len(plans)} images were finished and written to {out_dir}" if done
-                else "no result was written")
+        kept = f"{finished} of {len(plans)} images were finished and written to {out_dir}" if done else \
+            "no result was written"
         word = "terminated" if isinstance(e, Terminated) else "interrupted"
         print(f"{PROG}: {word} during {current.name if current else 'start-up'}: {kept}; nothing half-written was left",
               file=sys.stderr)
@@ -398,12 +439,8 @@ def cmd_segment(args) -> int:
 
 def _read_labels(path: Path, fmt: str):
     from . import labels as L
-    from .io import ImageReadError, read_image
 
-    try:
-        raw = read_image(path)
-    except ImageReadError as e:
-        raise CliError(str(e)) from None
+    raw = _read(path)
     if raw.ndim == 3 and raw.shape[-1] in (3, 4):
         raw = raw[..., 0]
     try:
@@ -421,16 +458,11 @@ def _read_labels(path: Path, fmt: str):
 
 
 def _pairs(images, labels, fmt, what):
-    from .io import ImageReadError, read_image
-
     if len(images) != len(labels):
         raise CliError(f"{len(images)} {what} images but {len(labels)} label files: give one label file per image, in the same order")
     out = []
     for im, lb in zip(images, labels):
-        try:
-            img = read_image(im)
-        except ImageReadError as e:
-            raise CliError(str(e)) from None
+        img = _read(im)
         lab = _read_labels(Path(lb), fmt)
         if lab.shape != img.shape[:2] and lab.shape != img.shape[-2:]:
             raise CliError(f"{Path(lb).name} ({lab.shape}) does not match the size of {Path(im).name} ({img.shape})")
@@ -585,18 +617,13 @@ def cmd_train(args) -> int:
 
 def cmd_evaluate(args) -> int:
     from . import labels as L
-    from .io import ImageReadError, read_image
     from .metrics import evaluate
 
     if len(args.predictions) != len(args.truth):
         raise CliError(f"{len(args.predictions)} predictions but {len(args.truth)} truth files: give them in pairs, in the same order")
     rows = []
     for pp, tp in zip(args.predictions, args.truth):
-        try:
-            pred = read_image(pp)
-            truth = read_image(tp)
-        except ImageReadError as e:
-            raise CliError(str(e)) from None
+        pred, truth = _read(pp), _read(tp)
         for a, path in ((pred, pp), (truth, tp)):
             if a.ndim != 2:
                 raise CliError(f"{Path(path).name} has shape {a.shape}: evaluate takes 2D label images; "
@@ -632,14 +659,7 @@ def cmd_evaluate(args) -> int:
 def cmd_export(args) -> int:
     from .bioimageio import BioimageioError, export_bioimageio
 
-    test_image = None
-    if args.test_image:
-        from .io import ImageReadError, read_image
-
-        try:
-            test_image = read_image(args.test_image)
-        except ImageReadError as e:
-            raise CliError(str(e)) from None
+    test_image = _read(args.test_image) if args.test_image else None
     model = _load_model(args.model, args.allow_torchscript)
     try:
         out = export_bioimageio(
@@ -705,6 +725,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, help="foreground probability threshold, 0 to 1 (default: the model's)")
     p.add_argument("--seed-threshold", type=float, help="split touching objects from cores above this probability")
     p.add_argument("--min-size", type=int, help="remove objects smaller than this many pixels")
+    p.add_argument("--smooth", type=float, metavar="SIGMA", help="blur the probabilities by SIGMA pixels first")
+    p.add_argument("--fill-holes", action=argparse.BooleanOptionalAction, default=None,
+                   help="fill holes inside objects (--no-fill-holes: do not)")
     p.add_argument("--workers", type=int,
                    help="segment block by block on a local dask cluster of N worker processes, writing OME-Zarr "
                         "(<stem>_labels.zarr); .zarr inputs are always segmented block by block")
@@ -785,7 +808,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):
-    print(f"{PROG}: warning: {str(message).splitlines()[0]}", file=sys.stderr)
+    print(f"{PROG}: warning: {first_line(message)}", file=sys.stderr)
 
 
 def _on_sigterm(signum, frame):

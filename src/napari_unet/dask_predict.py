@@ -18,19 +18,17 @@ On a ``dask.distributed`` cluster, give each worker one thread and let torch use
 
 from __future__ import annotations
 
-from typing import Sequence
-
 import numpy as np
 
-from .modelfile import SegmentationModel
 from .predict import Predictor, as_planes
+from .segmentation_model import SegmentationModel
 from .tiling import Window
 
 __all__ = ["predict_dask"]
 
 
 def _predict_block(src: np.ndarray, y0: int, x0: int, full_shape, model, settings: dict, stats, region):
-    pred = Predictor(model, full_shape[-2:], **settings)
+    pred = Predictor(model, **settings)
     return pred.plane(Window(np.asarray(src), y0, x0, full_shape), stats, region=region)
 
 
@@ -62,9 +60,10 @@ def predict_dask(
     arr = image if isinstance(image, da.Array) else da.from_array(image, chunks="auto")
     planes, lead = as_planes(arr, model.in_channels, channel_axis)
     P, C, H, W = planes.shape
-    plan = Predictor(model, (H, W), device=device, tile=tile, precision=precision, memory_budget=memory_budget)
+    plan = Predictor.for_plane(model, (H, W), device=device, tile=tile, precision=precision,
+                               memory_budget=memory_budget)
     # every task uses exactly the planned tiles (a worker's own memory budget could differ)
-    settings = dict(device=device, precision=plan.precision, tile_shape=plan.tile, batch_size=plan.batch_size)
+    settings = dict(plan=plan.plan, device=device, precision=plan.precision)
     step = plan.grid((H, W)).step
     by = max(1, round(block / step[0])) * step[0]
     bx = max(1, round(block / step[1])) * step[1]

@@ -172,7 +172,8 @@ def _task_sample(source: ImageSource, y0: int, y1: int, step: int, in_channels: 
 def _task_plan(model, plane_shape, device, tile, precision, memory_budget) -> dict:
     from .predict import Predictor
 
-    p = Predictor(model, plane_shape, device=device, tile=tile, precision=precision, memory_budget=memory_budget)
+    p = Predictor.for_plane(model, plane_shape, device=device, tile=tile, precision=precision,
+                            memory_budget=memory_budget)
     return {"precision": p.precision, "tile": list(p.tile), "batch_size": p.batch_size,
             "step": list(p.grid(plane_shape).step)}
 
@@ -182,13 +183,15 @@ def _task_predict(source: ImageSource, model, stats, settings: dict, region, pro
     import torch
 
     from .predict import Predictor
+    from .tileplan import TilePlan, tile_margin
+    from .model import alignment
     from .tiling import Window
 
     if threads:
         torch.set_num_threads(threads)
     H, W = source.plane_shape
-    pred = Predictor(model, (H, W), device=settings["device"], precision=settings["precision"],
-                     tile_shape=settings["tile"], batch_size=settings["batch_size"])
+    plan = TilePlan(tuple(settings["tile"]), tile_margin(model.config), alignment(model.config), settings["batch_size"])
+    pred = Predictor(model, plan, device=settings["device"], precision=settings["precision"])
     (ra, rb), (ca, cb) = pred.grid((H, W), region).input_rows_cols()
     block = _model_channels(source.read(ra, rb, ca, cb), model.in_channels)
     probs = pred.plane(Window(block, ra, ca, (block.shape[0], H, W)), np.asarray(stats), region=region)
@@ -437,7 +440,9 @@ def segment_to_zarr(
                                    best_match=uses_watershed(model, params))
 
     # ---- write the labels and their pyramid
-    dtype = "uint16" if n_objects < 2**16 else "uint32"
+    from .labels import labels_dtype
+
+    dtype = labels_dtype(n_objects).name
     labels_work = work / "labels.zarr"
     group = create_labels_zarr(labels_work, (H, W), chunk=chunk, dtype=dtype, scale=source.scale,
                                name=f"{name} labels")
@@ -505,9 +510,10 @@ def segment_layer_data(data, model, output, *, name: str = "image", multiscale: 
     total)`` and ``cancel`` as for :func:`segment_to_zarr` (a cancelled run resumes when called
     again with the same arguments).
     """
+    from .io import full_resolution
     from .omezarr import open_labels_pyramid
 
-    full = data[0] if (multiscale or isinstance(data, (list, tuple))) else data
+    full = full_resolution(data, multiscale)
     channel_axis = (len(full.shape) - 1) if rgb else None
     if len(full.shape) - (1 if rgb else 0) != 2:
         raise ZarrInputError(f"the layer has shape {tuple(full.shape)}: out-of-core segmentation takes one 2D "

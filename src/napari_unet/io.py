@@ -16,6 +16,7 @@ __all__ = [
     "ImageReadError",
     "OutputExistsError",
     "atomic_write",
+    "full_resolution",
     "check_folder",
     "check_output",
     "decoded_size",
@@ -24,7 +25,6 @@ __all__ = [
     "write_tif",
     "write_labels",
     "write_probabilities",
-    "labels_dtype",
 ]
 
 TIF_SUFFIXES = (".tif", ".tiff")
@@ -122,8 +122,9 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     except MemoryError:
         raise
     except Exception as e:
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise ImageReadError(f"cannot read {p.name} as an image: {first}") from None
+        from .errors import first_line
+
+        raise ImageReadError(f"cannot read {p.name} as an image: {first_line(e)}") from None
 
 
 def decoded_size(path: str | os.PathLike) -> int | None:
@@ -212,25 +213,19 @@ def write_tif(path: str | os.PathLike, data: np.ndarray, *, overwrite: bool = Fa
     return atomic_write(Path(path), lambda tmp: tifffile.imwrite(tmp, data, **kwargs), overwrite=overwrite)
 
 
-def labels_dtype(max_label: int) -> np.dtype:
-    """uint16 when the labels fit, else uint32 (uint64 beyond that)."""
-    if max_label < 2**16:
-        return np.dtype(np.uint16)
-    if max_label < 2**32:
-        return np.dtype(np.uint32)
-    return np.dtype(np.uint64)
+def full_resolution(data, multiscale: bool = False):
+    """The full-resolution (first) level of a multiscale pyramid (``multiscale``, or levels
+    given as a list or tuple), else ``data`` itself."""
+    return data[0] if multiscale or isinstance(data, (list, tuple)) else data
 
 
 def write_labels(path: str | os.PathLike, labels: np.ndarray, *, overwrite: bool = False) -> Path:
     """Write instance labels (non-negative integers) as a uint16/uint32 tif, atomically; an
     existing file is replaced only with ``overwrite``."""
-    lab = np.asarray(labels)
-    if not np.issubdtype(lab.dtype, np.integer) and lab.dtype != bool:
-        if not np.all(np.mod(lab, 1) == 0):
-            raise ValueError("labels must be whole numbers")
+    from .labels import integer_labels, labels_dtype
+
+    lab = integer_labels(labels)
     mx = int(lab.max()) if lab.size else 0
-    if lab.size and int(lab.min()) < 0:
-        raise ValueError("labels must not be negative")
     return write_tif(path, lab.astype(labels_dtype(mx), copy=False), overwrite=overwrite)
 
 

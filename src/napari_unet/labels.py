@@ -32,28 +32,45 @@ __all__ = [
     "to_instances",
     "separate_touching",
     "validate_labels",
+    "integer_labels",
+    "labels_dtype",
 ]
 
-_UINT16_MAX = np.iinfo(np.uint16).max
+
+def labels_dtype(max_label: int) -> np.dtype:
+    """The dtype of every label image napari-unet makes or writes: uint16 when ``max_label``
+    fits, else uint32 (what the label writers promise); ValueError beyond uint32."""
+    if max_label <= np.iinfo(np.uint16).max:
+        return np.dtype(np.uint16)
+    if max_label <= np.iinfo(np.uint32).max:
+        return np.dtype(np.uint32)
+    raise ValueError(f"{max_label} labels do not fit in uint32 (the label files' type): label fewer objects, "
+                     "e.g. plane by plane")
 
 
-def _compact_dtype(max_value: int) -> np.dtype:
-    return np.dtype(np.uint16) if max_value <= _UINT16_MAX else np.dtype(np.uint32)
+def integer_labels(labels, name: str = "labels", hint: str = "", *, non_negative: bool = True) -> np.ndarray:
+    """``labels`` as an integer array (bool -> uint8, whole-valued floats -> int64), or a
+    ValueError naming ``name`` (then ``hint``, what to do) for fractions, NaN or inf, a
+    non-numeric type and, with ``non_negative``, negative values."""
+    arr = np.asarray(labels)
+    if arr.dtype == bool:
+        return arr.astype(np.uint8)
+    if np.issubdtype(arr.dtype, np.floating):
+        if not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr)):
+            raise ValueError(f"{name} hold non-integer values (fractions, NaN or inf){hint}")
+        arr = arr.astype(np.int64)
+    elif not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(f"{name} must be an integer image, got dtype {arr.dtype}")
+    if non_negative and arr.size and arr.min() < 0:
+        raise ValueError(f"{name} contain negative values (min {arr.min()}){hint}")
+    return arr
 
 
 def _as_integer_2d(arr, name: str) -> np.ndarray:
     arr = np.asarray(arr)
     if arr.ndim != 2:
         raise ValueError(f"{name} must be a 2D image (H, W), got shape {arr.shape}")
-    if arr.dtype == bool:
-        return arr.astype(np.uint8)
-    if np.issubdtype(arr.dtype, np.floating):
-        if not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr)):
-            raise ValueError(f"{name} must hold whole numbers, got non-integer float values")
-        return arr.astype(np.int64)
-    if not np.issubdtype(arr.dtype, np.integer):
-        raise ValueError(f"{name} must be an integer image, got dtype {arr.dtype}")
-    return arr
+    return integer_labels(arr, name, non_negative=False)
 
 
 def from_instances(instances) -> np.ndarray:
@@ -68,7 +85,7 @@ def from_instances(instances) -> np.ndarray:
     top = int(inst.max()) + 1 if inst.size else 1
     if top > np.iinfo(np.uint32).max:
         raise ValueError("instance ids too large; relabel them (e.g. skimage.segmentation.relabel_sequential)")
-    out = inst.astype(_compact_dtype(top))
+    out = inst.astype(labels_dtype(top))
     out += 1
     return out
 
@@ -85,7 +102,7 @@ def from_binary(mask, connectivity: int = 1) -> np.ndarray:
         raise ValueError(f"mask must be a 2D image (H, W), got shape {mask.shape}")
     structure = ndi.generate_binary_structure(2, connectivity)
     comp, n = ndi.label(mask != 0, structure=structure)
-    return from_instances(comp.astype(_compact_dtype(n + 1), copy=False))
+    return from_instances(comp.astype(labels_dtype(n + 1), copy=False))
 
 
 def from_membranes(image, interior_value=255) -> np.ndarray:
@@ -188,23 +205,8 @@ def validate_labels(labels) -> np.ndarray:
             f"labels must be a single 2D image (H, W), got shape {arr.shape}; "
             "pick one plane/slice, or split a stack into one label image per image"
         )
-    if arr.dtype == bool:
-        arr = arr.astype(np.uint8)
-    if np.issubdtype(arr.dtype, np.floating):
-        finite = np.isfinite(arr)
-        if not finite.all() or np.any(arr != np.round(arr)):
-            raise ValueError(
-                "labels hold non-integer values (fractions, NaN or inf); use a Labels layer "
-                "or an integer image: 0 = not annotated, 1 = background, 2, 3, ... = cells"
-            )
-        arr = arr.astype(np.int64)
-    elif not np.issubdtype(arr.dtype, np.integer):
-        raise ValueError(f"labels must be an integer image, got dtype {arr.dtype}")
-    if arr.size and arr.min() < 0:
-        raise ValueError(
-            f"labels contain negative values (min {arr.min()}); use 0 = not annotated, "
-            "1 = background, 2, 3, ... = cells"
-        )
+    arr = integer_labels(arr, "labels", "; use a Labels layer or an integer image: 0 = not annotated, "
+                                        "1 = background, 2, 3, ... = cells")
     if not np.any(arr > 0):
         raise ValueError(
             "nothing is annotated (all pixels are 0); paint background with 1 and each cell "

@@ -1,4 +1,4 @@
-"""Model files: safe, self-describing, written atomically.
+"""Model files: safe, self-describing, written atomically (:func:`save_model`, :func:`load_model`).
 
 A model file is a `safetensors <https://huggingface.co/docs/safetensors>`_ file: raw tensors
 plus a JSON header. Loading one never executes code (no pickle). The header carries what is
@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 
+from .errors import first_line
 from .io import atomic_write
-from .modelinfo import FORMAT_NAME, FORMAT_VERSION, ModelFileError, _read_header, check_tensor_shapes, read_model_info
 from .model import UNet, UNetConfig
+from .modelheader import FORMAT_NAME, FORMAT_VERSION, ModelFileError, check_tensor_shapes, read_model_info
 from .normalize import Normalization
+from .postprocess import PostProcessing
+from .segmentation_model import SegmentationModel
 
 __all__ = [
     "SegmentationModel",
@@ -30,79 +32,6 @@ __all__ = [
     "FORMAT_NAME",
     "FORMAT_VERSION",
 ]
-
-@dataclass
-class SegmentationModel:
-    """A U-Net with everything needed to apply it: normalisation, classes, post-processing.
-
-    ``postprocessing`` holds the defaults used to turn probabilities into instance labels
-    (``threshold`` on the foreground probability, optional ``seed_threshold`` for splitting
-    touching objects, ``min_size`` in pixels). ``provenance`` says where the weights came from.
-    """
-
-    network: UNet
-    normalization: Normalization = field(default_factory=Normalization)
-    class_names: list[str] = field(default_factory=lambda: ["background", "cell"])
-    foreground_class: int = 1
-    name: str = "unnamed"
-    description: str = ""
-    postprocessing: dict = field(default_factory=lambda: {"threshold": 0.5, "seed_threshold": None, "min_size": 0})
-    provenance: dict = field(default_factory=dict)
-
-    def __post_init__(self):
-        from .postprocess import check_postprocessing
-
-        self.postprocessing = check_postprocessing(dict(self.postprocessing or {}))
-        if len(self.class_names) != self.config.n_classes:
-            raise ValueError(
-                f"{len(self.class_names)} class names for a network with {self.config.n_classes} classes"
-            )
-        if not 0 <= self.foreground_class < self.config.n_classes:
-            raise ValueError("foreground_class must index one of the classes")
-
-    @property
-    def config(self) -> UNetConfig:
-        return self.network.config
-
-    @property
-    def in_channels(self) -> int:
-        return self.config.in_channels
-
-    @classmethod
-    def new(cls, config: UNetConfig | None = None, **kwargs) -> "SegmentationModel":
-        """A freshly initialised model (He initialisation); refused before allocating when its
-        weights (with gradients and optimiser state, four copies) cannot fit in memory."""
-        import math
-
-        from .memory import check_memory
-        from .modelinfo import expected_tensor_shapes
-
-        config = config or UNetConfig()
-        n = sum(math.prod(s) for s in expected_tensor_shapes(config.to_dict()).values())
-        check_memory(16.0 * n, f"a U-Net of depth {config.depth} and width {config.base_channels} ({n:,} weights)",
-                     "choose a smaller depth or width (--depth, --base-channels)")
-        return cls(network=UNet(config), **kwargs)
-
-    def header(self) -> dict:
-        return {
-            "name": self.name,
-            "description": self.description,
-            "architecture": self.config.to_dict(),
-            "normalization": self.normalization.to_dict(),
-            "class_names": list(self.class_names),
-            "foreground_class": self.foreground_class,
-            "postprocessing": self.postprocessing,
-            "provenance": self.provenance,
-        }
-
-    def summary(self) -> str:
-        c = self.config
-        return (
-            f"{self.name}: {self.description or 'no description'}\n"
-            f"classes: {', '.join(self.class_names)}; input channels: {c.in_channels}; "
-            f"U-Net depth {c.depth}, base {c.base_channels}, {c.padding} padding"
-        )
-
 
 def save_model(model: SegmentationModel, path: str | os.PathLike, *, dtype: torch.dtype = torch.float32,
                overwrite: bool = False) -> Path:
@@ -141,7 +70,7 @@ def _load_file(path: Path) -> SegmentationModel:
 
     from safetensors import safe_open
 
-    header = _read_header(path)
+    header = read_model_info(path)
     try:
         config = UNetConfig.from_dict(header["architecture"])
         norm = Normalization.from_dict(header["normalization"])
@@ -151,13 +80,13 @@ def _load_file(path: Path) -> SegmentationModel:
         with safe_open(str(path), framework="numpy") as f:
             shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
     except Exception as e:
-        raise ModelFileError(f"{path.name} is truncated or corrupt: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+        raise ModelFileError(f"{path.name} is truncated or corrupt: {first_line(e)}") from None
     # the declared architecture against the tensors really there, before building anything
     check_tensor_shapes(path, config.to_dict(), shapes)
     try:
         tensors = load_file(str(path))
     except Exception as e:
-        raise ModelFileError(f"{path.name} is truncated or corrupt: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+        raise ModelFileError(f"{path.name} is truncated or corrupt: {first_line(e)}") from None
     net = UNet(config)
     expected = net.state_dict()
     if set(tensors) != set(expected) or any(tensors[k].shape != expected[k].shape for k in expected):
@@ -179,7 +108,7 @@ def _load_file(path: Path) -> SegmentationModel:
             foreground_class=int(header.get("foreground_class", 1)),
             name=header.get("name") or path.stem,
             description=header.get("description", ""),
-            postprocessing=dict(header.get("postprocessing") or {}),
+            postprocessing=PostProcessing.from_dict(header.get("postprocessing")),
             provenance=dict(header.get("provenance") or {}),
         )
     except (KeyError, ValueError, TypeError) as e:

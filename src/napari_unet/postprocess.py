@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import math
+from dataclasses import asdict, dataclass
+from dataclasses import replace as dc_replace
 
 import numpy as np
 from scipy import ndimage as ndi
 
-__all__ = ["labels_from_probabilities", "labels_from_classes", "foreground_of", "check_postprocessing"]
+from .labels import labels_dtype
 
+__all__ = ["PostProcessing", "labels_from_probabilities", "labels_from_classes", "labels_from_model_output",
+           "foreground_of", "check_postprocessing"]
 
-def _smallest_uint(n: int):
-    return np.uint16 if n < 2**16 else np.uint32
+#: planes with more pixels than this are labelled block by block (blocks of LABEL_BLOCK pixels)
+LARGE_PLANE = 4096 * 4096
+LABEL_BLOCK = 2048
 
 
 def _probability(name: str, v) -> float:
@@ -21,31 +26,100 @@ def _probability(name: str, v) -> float:
     return float(v)
 
 
+def _pixels(name: str, v) -> int:
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer, float)) or v != v or v < 0 or v != int(v):
+        raise ValueError(f"{name} must be a whole number of pixels >= 0, not {v!r}")
+    return int(v)
+
+
+def _sigma(name: str, v) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not math.isfinite(v) or v < 0:
+        raise ValueError(f"{name} must be a number of pixels >= 0, not {v!r}")
+    return float(v)
+
+
+def _flag(name: str, v) -> bool:
+    if not isinstance(v, (bool, np.bool_)):
+        raise ValueError(f"{name} must be true or false, not {v!r}")
+    return bool(v)
+
+
+_CHECKS = {"threshold": _probability, "seed_threshold": _probability, "min_size": _pixels, "smooth": _sigma,
+           "fill_holes": _flag}
+
+
 def check_postprocessing(params: dict) -> dict:
     """Validate post-processing settings (from a model header, the command line or a widget);
     return them with proper types, or raise ValueError naming the setting and its value.
 
-    ``threshold`` and ``seed_threshold`` (or None) are probabilities in [0, 1]; ``min_size`` a
-    whole number of pixels >= 0; ``smooth`` a finite number >= 0; ``fill_holes`` true/false.
-    Other keys are returned unchanged."""
-    out = dict(params)
-    if out.get("threshold") is not None:
-        out["threshold"] = _probability("threshold", out["threshold"])
-    if out.get("seed_threshold") is not None:
-        out["seed_threshold"] = _probability("seed_threshold", out["seed_threshold"])
-    if out.get("min_size") is not None:
-        v = out["min_size"]
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer, float)) or v != v or v < 0 or v != int(v):
-            raise ValueError(f"min_size must be a whole number of pixels >= 0, not {v!r}")
-        out["min_size"] = int(v)
-    if out.get("smooth") is not None:
-        v = out["smooth"]
-        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not math.isfinite(v) or v < 0:
-            raise ValueError(f"smooth must be a number of pixels >= 0, not {v!r}")
-        out["smooth"] = float(v)
-    if out.get("fill_holes") is not None and not isinstance(out["fill_holes"], (bool, np.bool_)):
-        raise ValueError(f"fill_holes must be true or false, not {out['fill_holes']!r}")
-    return out
+    ``threshold`` and ``seed_threshold`` are probabilities in [0, 1]; ``min_size`` a whole
+    number of pixels >= 0; ``smooth`` a finite number >= 0; ``fill_holes`` true/false. None
+    values and other keys are returned unchanged."""
+    return {k: (_CHECKS[k](k, v) if k in _CHECKS and v is not None else v) for k, v in params.items()}
+
+
+@dataclass(frozen=True)
+class PostProcessing:
+    """How a model's probabilities become instance labels; stored with the model (the
+    ``postprocessing`` of its header) and used by :func:`labels_from_model_output`.
+
+    ``threshold``: foreground probability above which a pixel belongs to an object.
+    ``seed_threshold``: with a value above ``threshold``, the confident cores above it seed a
+    watershed that splits touching objects (None: no split; three-class models always split,
+    from interior cores above 0.5 by default). ``min_size``: objects with fewer pixels are
+    removed. ``smooth``: Gaussian sigma (pixels) applied to the probabilities first.
+    ``fill_holes``: fill holes inside objects. See :func:`labels_from_probabilities`.
+    """
+
+    threshold: float = 0.5
+    seed_threshold: float | None = None
+    min_size: int = 0
+    smooth: float = 0.0
+    fill_holes: bool = False
+
+    def __post_init__(self):
+        for name, check in _CHECKS.items():
+            v = getattr(self, name)
+            if v is not None or name != "seed_threshold":
+                object.__setattr__(self, name, check(name, v))
+
+    @classmethod
+    def fields(cls) -> tuple[str, ...]:
+        return tuple(_CHECKS)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "PostProcessing":
+        """From a header's dict: missing (or None) settings take the defaults; keys this version
+        does not know (written by a newer one) are ignored."""
+        return cls().replace(**{k: v for k, v in (d or {}).items() if k in _CHECKS})
+
+    @classmethod
+    def coerce(cls, value) -> "PostProcessing":
+        """``value`` itself, or a :class:`PostProcessing` made from a dict (or None: defaults)."""
+        if isinstance(value, cls):
+            return value
+        if value is None or isinstance(value, dict):
+            return cls.from_dict(value)
+        raise ValueError(f"postprocessing must be a PostProcessing or a dict, not {type(value).__name__}")
+
+    def replace(self, **overrides) -> "PostProcessing":
+        """A copy with ``overrides`` (None keeps the current value; an unknown name is refused)."""
+        unknown = sorted(set(overrides) - set(_CHECKS))
+        if unknown:
+            raise ValueError(f"unknown post-processing setting {unknown[0]!r}: use {', '.join(_CHECKS)}")
+        return dc_replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+    def get(self, name: str, default=None):
+        """Dict-style read (model headers hold a dict): the setting ``name``, else ``default``."""
+        return getattr(self, name) if name in _CHECKS else default
+
+    @property
+    def splits_touching(self) -> bool:
+        """Whether a two-class model's labels split touching objects (seeded watershed)."""
+        return self.seed_threshold is not None and self.seed_threshold > self.threshold
 
 
 def labels_from_probabilities(
@@ -118,7 +192,7 @@ def labels_from_probabilities(
     ids = ids[ids > 0]
     lut = np.zeros(int(lab.max()) + 1, dtype=np.int64)
     lut[ids] = np.arange(1, ids.size + 1)
-    return lut[lab].astype(_smallest_uint(ids.size))
+    return lut[lab].astype(labels_dtype(ids.size))
 
 
 def foreground_of(probabilities: np.ndarray, foreground_class: int = 1) -> np.ndarray:
@@ -153,3 +227,32 @@ def labels_from_classes(
     if p.shape[0] == 3:
         return labels_from_probabilities(p[1] + p[2], seed_map=p[1], **kw)
     return labels_from_probabilities(p[foreground_class], **kw)
+
+
+def labels_from_model_output(probabilities: np.ndarray, model, **overrides) -> np.ndarray:
+    """Instance labels for every plane of class ``probabilities`` ``(K, *stack, Y, X)`` with
+    ``model``'s :class:`PostProcessing`, overridable by keyword (None keeps the model's value);
+    ids are unique over the stack. Planes larger than ``LARGE_PLANE`` pixels are labelled block
+    by block (:func:`napari_unet.blockwise.label_blockwise`), so that labelling needs no
+    whole-plane temporaries."""
+    params = model.postprocessing.replace(**overrides).to_dict()
+    K = probabilities.shape[0]
+    shape = probabilities.shape[1:]
+    flat = probabilities.reshape((K, -1) + shape[-2:])
+    labs = []
+    offset = 0
+    for i in range(flat.shape[1]):
+        plane = flat[:, i]
+        if plane.shape[-2] * plane.shape[-1] > LARGE_PLANE:
+            # block by block, ids merged across block faces: no whole-plane temporaries
+            # (8192x8192: 344 MiB instead of 1923 MiB, the same objects; docs/large_images.md)
+            from .blockwise import label_blockwise
+
+            lab = label_blockwise(plane, model, block=LABEL_BLOCK, **params).astype(np.uint32, copy=False)
+        else:
+            lab = labels_from_classes(plane, model.foreground_class, **params).astype(np.uint32)
+        lab[lab > 0] += offset
+        offset = int(lab.max()) if lab.max() > 0 else offset
+        labs.append(lab)
+    labels = np.stack(labs).reshape(shape)
+    return labels.astype(labels_dtype(offset), copy=False)

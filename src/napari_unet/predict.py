@@ -7,8 +7,7 @@ multi-channel, 2D or stacks, and never modify their input.
 
 from __future__ import annotations
 
-import contextlib
-import math
+import copy
 import warnings
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -16,18 +15,22 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from .device import resolve_device
-from .model import UNetConfig, alignment, context_margin, is_valid_input_size, output_size, valid_input_size
-from .modelfile import SegmentationModel
-from .postprocess import foreground_of, labels_from_classes, labels_from_probabilities
+from .device import autocast, bf16_is_fast, resolve_device, resolve_precision
+from .errors import InputError
+from .segmentation_model import SegmentationModel
+from .postprocess import PostProcessing, foreground_of, labels_from_model_output, labels_from_probabilities
+from .tileplan import TilePlan, choose_tile, peak_bytes_per_pixel, plan_tiles
 from .tiling import TileGrid, predict_tiled
 
+# InputError, bf16_is_fast, resolve_precision, choose_tile, peak_bytes_per_pixel and
+# labels_from_model_output live in errors, device, tileplan and postprocess; importable here too
 __all__ = [
     "InputError",
     "NonFiniteError",
     "check_image",
     "check_finite_weights",
     "Predictor",
+    "TilePlan",
     "resolve_precision",
     "bf16_is_fast",
     "Segmentation",
@@ -41,14 +44,6 @@ __all__ = [
     "labels_from_model_output",
     "foreground_probability",
 ]
-
-#: halo each side of a tile for ``same``-padded networks (their zero padding disturbs borders)
-SAME_HALO = 32
-
-
-class InputError(ValueError):
-    """An image that cannot be segmented as given; the message says what to do."""
-
 
 class NonFiniteError(ValueError):
     """NaN or infinite weights or probabilities; the message names the cause."""
@@ -216,114 +211,17 @@ def as_planes(image, in_channels: int, channel_axis: int | None = None):
     return moved.reshape((-1, c) + tuple(moved.shape[-2:])), lead
 
 
-# --------------------------------------------------------------------------- tile choice
-
-
-def _bytes_per_pixel(config: UNetConfig, precision: str) -> float:
-    # activations of one forward pass without autograd, per input pixel: about a dozen feature
-    # maps of the first level's width alive at once, the deeper levels adding as much again
-    itemsize = 2 if precision == "bfloat16" else 4
-    return 12 * config.base_channels * itemsize * 2
-
-
-def peak_bytes_per_pixel(config: UNetConfig, precision: str = "float32", *, training: bool = False) -> float:
-    """Measured peak memory per input pixel of one pass, with a 25 % margin, used to refuse a
-    tile that cannot fit (benchmarks/bench_activation_memory.py: 24-26 bytes per first-level
-    channel in inference, about 57 with the backward pass of training, float32 on a CPU).
-    ``_bytes_per_pixel``, which chooses tiles, is deliberately more cautious."""
-    per_channel = 72 if training else 32
-    return per_channel * config.base_channels * (0.5 if precision == "bfloat16" and not training else 1.0)
-
-
-def default_memory_budget(device: torch.device) -> int:
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(free * 0.5)
-    try:
-        import psutil
-
-        avail = psutil.virtual_memory().available
-    except Exception:  # pragma: no cover - psutil missing
-        avail = 8 * 2**30
-    return int(min(2 * 2**30, avail * 0.25))
-
-
-def _min_tile_for(config: UNetConfig, extent: int, margin: int) -> int:
-    """Smallest valid input edge whose output covers ``extent`` pixels."""
-    n = valid_input_size(config, extent + 2 * margin)
-    while (output_size(config, n) if config.padding == "valid" else n - 2 * margin) < extent:
-        n += alignment(config)
-    return n
-
-
-def choose_tile(
-    config: UNetConfig,
-    image_shape: Sequence[int],
-    *,
-    tile: int | None = None,
-    memory_budget: int | None = None,
-    precision: str = "float32",
-    max_edge: int | None = None,
-    device_type: str = "cpu",
-) -> tuple[tuple[int, int], int]:
-    """Input tile ``(th, tw)`` and margin for an ``(H, W)`` plane.
-
-    ``tile`` (an edge in pixels) is rounded to the nearest size the network accepts. Otherwise
-    the largest square tile within ``memory_budget`` bytes (and ``max_edge``) is used, shrunk
-    along any axis where a smaller tile already covers the whole image. ``max_edge`` defaults
-    to the fastest edge measured on a CPU (benchmarks/bench_tile_size.py: about 900 pixels in
-    float32, 1020 in bfloat16; larger tiles fall out of the caches) and 2048 on a GPU.
-    """
-    if max_edge is None:
-        if device_type == "cpu":
-            max_edge = 1024 if precision == "bfloat16" else 896
-        else:
-            max_edge = 2048
-    H, W = (int(s) for s in image_shape[-2:])
-    margin = context_margin(config) if config.padding == "valid" else SAME_HALO
-    if tile is not None:
-        t = valid_input_size(config, int(tile))
-        if t <= 2 * margin or (config.padding == "same" and t - 2 * margin < alignment(config)):
-            t = _min_tile_for(config, alignment(config), margin)
-        # never larger than the tile that covers the whole image (a huge --tile costs memory only)
-        return (min(t, _min_tile_for(config, H, margin)), min(t, _min_tile_for(config, W, margin))), margin
-    budget = memory_budget or 2 * 2**30
-    edge = int(math.sqrt(budget / _bytes_per_pixel(config, precision)))
-    smallest = _min_tile_for(config, alignment(config), margin)
-    edge = max(smallest, min(edge, max_edge))
-    # among the valid edges up to the limit, the one with the least computed area for this
-    # image (tiles x tile area): a slightly smaller tile that covers the image with fewer wasted
-    # pixels beats the largest one
-    best = None
-    a = alignment(config)
-    for t in range(smallest, edge + 1, a):
-        if not is_valid_input_size(config, t):
-            continue
-        th = min(t, _min_tile_for(config, H, margin))
-        tw = min(t, _min_tile_for(config, W, margin))
-        grid = TileGrid((H, W), (th, tw), margin, a)
-        cost = (len(grid.ys) * len(grid.xs) * th * tw, -t)
-        if best is None or cost < best[0]:
-            best = (cost, (th, tw))
-    th, tw = best[1]
-    t = max(th, tw)
-    # an axis that needs less than a full tile gives its budget to the other one
-    if th < t and tw == t:
-        tw = min(_min_tile_for(config, W, margin), max(tw, valid_input_size(config, int(t * t / th))))
-    elif tw < t and th == t:
-        th = min(_min_tile_for(config, H, margin), max(th, valid_input_size(config, int(t * t / tw))))
-    return (th, tw), margin
-
-
 # --------------------------------------------------------------------------- inference
 
 
 def _network_fn(model: SegmentationModel, device: torch.device, precision: str, margin: int):
     """The batch callable for the tiler: float32 numpy in, softmax probabilities out.
 
-    Tensors are channels-last on CPU and CUDA: oneDNN/cuDNN convolutions run about 1.4x faster
-    that way here (docs/benchmarks.md); bfloat16 runs under autocast."""
-    net = model.network.to(device).eval()
+    It runs a copy of the network on ``device`` (the caller's network stays where it is, in its
+    mode and memory format). Tensors are channels-last on CPU and CUDA: oneDNN/cuDNN
+    convolutions run about 1.4x faster that way here (docs/benchmarks.md); bfloat16 runs under
+    autocast."""
+    net = copy.deepcopy(model.network).to(device).eval()
     channels_last = device.type in ("cpu", "cuda")
     if channels_last:
         net = net.to(memory_format=torch.channels_last)
@@ -334,8 +232,7 @@ def _network_fn(model: SegmentationModel, device: torch.device, precision: str, 
         x = torch.from_numpy(batch).to(device)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        ctx = torch.autocast(device_type=device.type, dtype=torch.bfloat16) if use_bf16 else contextlib.nullcontext()
-        with torch.inference_mode(), ctx:
+        with torch.inference_mode(), autocast(device, use_bf16):
             y = net(x)
         y = torch.softmax(y.float(), dim=1)
         if not bool(torch.isfinite(y).all()):
@@ -349,40 +246,6 @@ def _network_fn(model: SegmentationModel, device: torch.device, precision: str, 
         return y.contiguous().cpu().numpy()
 
     return fn
-
-
-def bf16_is_fast(device: torch.device) -> bool:
-    """Whether bfloat16 runs natively (fast) on ``device``: a CUDA GPU with bf16 support, or a
-    CPU with AMX or AVX-512 BF16 instructions (elsewhere it would be emulated, and slow)."""
-    if device.type == "cuda":
-        return bool(torch.cuda.is_bf16_supported())
-    if device.type == "cpu":
-        cpu = getattr(torch, "cpu", None)
-        for probe in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"):
-            f = getattr(cpu, probe, None)
-            try:
-                if f is not None and f():
-                    return True
-            except Exception:  # pragma: no cover - private API changed
-                pass
-    return False
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """``auto`` is bfloat16 where the hardware runs it natively (its labels agreed with
-    float32 on >= 99.4 % of objects on real held-out images, docs/benchmarks.md), else float32."""
-    p = (precision or "auto").lower()
-    if p in ("bf16", "bfloat16"):
-        p = "bfloat16"
-    elif p in ("fp32", "float32"):
-        p = "float32"
-    elif p == "auto":
-        p = "bfloat16" if bf16_is_fast(device) else "float32"
-    else:
-        raise InputError(f"unknown precision {precision!r}: use float32, bfloat16 or auto")
-    if p == "bfloat16" and device.type == "mps":
-        raise InputError("bfloat16 is not supported on Apple MPS; use float32")
-    return p
 
 
 #: the 8 rotations/flips of the square's symmetry group: (quarter turns, then flip left-right)
@@ -401,46 +264,63 @@ def _dihedral_inverse(a: np.ndarray, k: int, flip: bool) -> np.ndarray:
 
 
 class Predictor:
-    """Everything fixed for one model, device, precision and plane shape: the tile, its
-    margin, the pooling alignment, the batch size and the network callable. Used by
-    :func:`predict_probabilities` and, block by block, by :mod:`napari_unet.dask_predict`."""
+    """One model run with a ready :class:`~napari_unet.tileplan.TilePlan` on one device and
+    precision: the network callable and the tiling of planes. Used by
+    :func:`predict_probabilities` and, block by block, by :mod:`napari_unet.dask_predict` and
+    :mod:`napari_unet.distributed` (their tasks receive the plan made once for the image).
+    Refuses a plan whose batch of tiles cannot fit in the device's memory."""
 
-    def __init__(self, model: SegmentationModel, plane_shape: Sequence[int], *, device="auto", tile=None,
-                 batch_size=None, precision="auto", memory_budget=None, tile_shape=None):
-        self.model = model
+    def __init__(self, model: SegmentationModel, plan: TilePlan, *, device="auto", precision="auto"):
+        if not isinstance(plan, TilePlan):
+            raise TypeError(f"plan must be a TilePlan (see Predictor.for_plane), not {type(plan).__name__}")
+        self.model, self.plan = model, plan
         self.device = resolve_device(device)
         self.precision = resolve_precision(precision, self.device)
-        config = model.config
-        budget = memory_budget or default_memory_budget(self.device)
-        self.tile, self.margin = choose_tile(config, plane_shape, tile=tile, memory_budget=budget,
-                                             precision=self.precision, device_type=self.device.type)
-        if tile_shape is not None:  # fixed by a caller that plans blocks (dask_predict)
-            self.tile = (int(tile_shape[0]), int(tile_shape[1]))
-        per_tile = self.tile[0] * self.tile[1] * _bytes_per_pixel(config, self.precision)
-        if batch_size is None:
-            batch_size = 1 if self.device.type == "cpu" else max(1, min(16, int(budget // per_tile)))
-        if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
-            raise InputError(f"batch_size must be a whole number >= 1, not {batch_size!r}")
-        self.batch_size = int(batch_size)
-        need = self.tile[0] * self.tile[1] * peak_bytes_per_pixel(config, self.precision) * self.batch_size
+        self.n_classes = model.config.n_classes
+        self._check_memory()
+        self._fn = None
+
+    @classmethod
+    def for_plane(cls, model: SegmentationModel, plane_shape: Sequence[int], *, device="auto", tile=None,
+                  batch_size=None, precision="auto", memory_budget=None) -> "Predictor":
+        """A predictor with the plan for ``(H, W)`` planes (:func:`~napari_unet.tileplan.plan_tiles`)."""
+        dev = resolve_device(device)
+        prec = resolve_precision(precision, dev)
+        plan = plan_tiles(model.config, plane_shape, dev, prec, tile=tile, batch_size=batch_size,
+                          memory_budget=memory_budget)
+        return cls(model, plan, device=dev, precision=prec)
+
+    @property
+    def tile(self) -> tuple[int, int]:
+        return self.plan.tile
+
+    @property
+    def margin(self) -> int:
+        return self.plan.margin
+
+    @property
+    def align(self) -> int:
+        return self.plan.align
+
+    @property
+    def batch_size(self) -> int:
+        return self.plan.batch_size
+
+    def _check_memory(self) -> None:
+        need = self.plan.peak_bytes(self.model.config, self.precision)
+        what = f"tiles of {self.tile[0]}x{self.tile[1]} pixels in batches of {self.batch_size}"
         if self.device.type == "cuda":
             free, _ = torch.cuda.mem_get_info(self.device)
             if need > free:
-                raise InputError(
-                    f"tiles of {self.tile[0]}x{self.tile[1]} pixels in batches of {self.batch_size} need about "
-                    f"{need / 2**30:.1f} GiB of GPU memory, {free / 2**30:.1f} GiB are free: use a smaller tile or batch"
-                )
+                raise InputError(f"{what} need about {need / 2**30:.1f} GiB of GPU memory, {free / 2**30:.1f} GiB "
+                                 "are free: use a smaller tile or batch")
         elif self.device.type == "cpu":
             from .memory import check_memory
 
-            check_memory(need, f"tiles of {self.tile[0]}x{self.tile[1]} pixels in batches of {self.batch_size}",
-                         "use a smaller tile (--tile) or batch (--batch-size)")
-        self.align = alignment(config)
-        self.n_classes = config.n_classes
-        self._fn = None
+            check_memory(need, what, "use a smaller tile (--tile) or batch (--batch-size)")
 
     def grid(self, plane_shape, region=None) -> TileGrid:
-        return TileGrid(plane_shape[-2:], self.tile, self.margin, self.align, region)
+        return self.plan.grid(plane_shape, region)
 
     def fn(self):
         if self._fn is None:
@@ -516,8 +396,8 @@ def predict_probabilities(
     planes, lead = as_planes(check_image(image), model.in_channels, channel_axis)
     _warn_nonfinite(planes)
     P, C, H, W = planes.shape
-    pred = Predictor(model, (H, W), device=device, tile=tile, batch_size=batch_size, precision=precision,
-                     memory_budget=memory_budget)
+    pred = Predictor.for_plane(model, (H, W), device=device, tile=tile, batch_size=batch_size, precision=precision,
+                               memory_budget=memory_budget)
     views = DIHEDRAL if tta else DIHEDRAL[:1]
     # quarter turns swap the axes, which may change the number of tiles
     total = P * sum(len(pred.grid((W, H) if k % 2 else (H, W))) for k, _ in views)
@@ -561,43 +441,6 @@ class Segmentation:
     labels: np.ndarray
 
 
-#: planes with more pixels than this are labelled block by block (blocks of LABEL_BLOCK pixels)
-LARGE_PLANE = 4096 * 4096
-LABEL_BLOCK = 2048
-
-
-def labels_from_model_output(probabilities: np.ndarray, model: SegmentationModel, **overrides) -> np.ndarray:
-    """Instance labels for every plane of ``probabilities`` with the model's post-processing
-    defaults (``threshold``, ``seed_threshold``, ``min_size``, ``smooth``, ``fill_holes``; see
-    :func:`~napari_unet.postprocess.labels_from_probabilities`), overridable by keyword
-    (None keeps the model's value). Planes larger than ``LARGE_PLANE`` pixels are labelled
-    block by block (:func:`napari_unet.blockwise.label_blockwise`), so that labelling needs no
-    whole-plane temporaries."""
-    params = {"threshold": 0.5, "seed_threshold": None, "min_size": 0, "smooth": 0.0, "fill_holes": False}
-    params.update({k: v for k, v in model.postprocessing.items() if k in params})
-    params.update({k: v for k, v in overrides.items() if v is not None})
-    K = probabilities.shape[0]
-    shape = probabilities.shape[1:]
-    flat = probabilities.reshape((K, -1) + shape[-2:])
-    labs = []
-    offset = 0
-    for i in range(flat.shape[1]):
-        plane = flat[:, i]
-        if plane.shape[-2] * plane.shape[-1] > LARGE_PLANE:
-            # block by block, ids merged across block faces: no whole-plane temporaries
-            # (8192x8192: 344 MiB instead of 1923 MiB, the same objects; docs/large_images.md)
-            from .blockwise import label_blockwise
-
-            lab = label_blockwise(plane, model, block=LABEL_BLOCK, **params).astype(np.uint32, copy=False)
-        else:
-            lab = labels_from_classes(plane, model.foreground_class, **params).astype(np.uint32)
-        lab[lab > 0] += offset
-        offset = int(lab.max()) if lab.max() > 0 else offset
-        labs.append(lab)
-    labels = np.stack(labs).reshape(shape)
-    return labels.astype(np.uint16) if offset < 2**16 else labels
-
-
 def foreground_probability(probabilities: np.ndarray, model: SegmentationModel) -> np.ndarray:
     """The probability of "cell" per pixel, ``(*stack, Y, X)``: the foreground class of a
     two-class model, interior + boundary of a three-class one."""
@@ -606,11 +449,10 @@ def foreground_probability(probabilities: np.ndarray, model: SegmentationModel) 
 
 def segment(image, model: SegmentationModel, **kwargs) -> Segmentation:
     """Probabilities and instance labels for ``image``; keyword arguments as for
-    :func:`predict_probabilities`, plus ``threshold``, ``seed_threshold`` and ``min_size`` for
-    the labels (defaults stored with the model)."""
-    post = {k: kwargs.pop(k) for k in ("threshold", "seed_threshold", "min_size", "smooth", "fill_holes") if k in kwargs}
-    from .postprocess import check_postprocessing
-
-    check_postprocessing(post)  # before the work, not after it
+    :func:`predict_probabilities`, plus the :class:`~napari_unet.postprocess.PostProcessing`
+    settings (``threshold``, ``seed_threshold``, ``min_size``, ``smooth``, ``fill_holes``) that
+    override the model's for the labels."""
+    post = {k: kwargs.pop(k) for k in PostProcessing.fields() if k in kwargs}
+    PostProcessing().replace(**post)  # validated before the work, not after it
     probs = predict_probabilities(image, model, **kwargs)
     return Segmentation(probs, labels_from_model_output(probs, model, **post))

@@ -42,11 +42,10 @@ import torch.nn.functional as F
 from scipy import ndimage as ndi
 
 from .augment import augment, microscope, rescale
-from .device import resolve_device
+from .device import autocast, resolve_device, resolve_precision
 from .labels import separate_touching, to_classes, validate_labels
 from .model import alignment, output_size, valid_input_size
 from .modelfile import SegmentationModel, save_model
-from .predict import resolve_precision
 from .tiling import reflect_index
 from .weightmap import border_weight, class_weights
 
@@ -371,7 +370,7 @@ class _Example:
 def _check_training_memory(model, t_in: int, batch_size: int, precision: str, device) -> None:
     """Refuse a tile x batch whose activations (kept for the backward pass) cannot fit, before
     the first iteration allocates them."""
-    from .predict import peak_bytes_per_pixel
+    from .tileplan import peak_bytes_per_pixel
 
     need = t_in * t_in * batch_size * peak_bytes_per_pixel(model.config, precision, training=True)
     what = f"training on tiles of {t_in}x{t_in} pixels in batches of {batch_size}"
@@ -531,7 +530,8 @@ def _window_probabilities(net, model: SegmentationModel, image: np.ndarray, y0: 
     """Class probabilities (K, h, w) of the (normalised, (C, H, W)) ``image`` window at
     (y0, x0), with the context the network needs read mirrored around it."""
     from .model import context_margin
-    from .predict import SAME_HALO, _min_tile_for
+    from .tileplan import SAME_HALO
+    from .tileplan import min_tile_for as _min_tile_for
 
     config = model.config
     same = config.padding == "same"
@@ -547,8 +547,7 @@ def _window_probabilities(net, model: SegmentationModel, image: np.ndarray, y0: 
     x = torch.from_numpy(np.ascontiguousarray(image[:, ys][:, :, xs][None])).to(device)
     if bf16:
         x = x.contiguous(memory_format=torch.channels_last)
-    ctx = torch.autocast(device_type=device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
-    with torch.inference_mode(), ctx:
+    with torch.inference_mode(), autocast(device, bf16):
         y = torch.softmax(net(x).float(), dim=1)[0]
     y = y[:, margin : margin + h, margin : margin + w] if same else y[:, :h, :w]
     return y[:, dy : dy + h0, dx : dx + w0].cpu().numpy()
@@ -646,7 +645,8 @@ def validation_scores(model: SegmentationModel, pairs, device="auto", precision=
     """Scores of ``model`` on ``(image, labels)`` pairs (labels in the convention): foreground
     IoU over annotated pixels, and average precision at IoU 0.5 when labels are complete."""
     from .metrics import average_precision
-    from .predict import foreground_probability, labels_from_model_output, predict_probabilities
+    from .postprocess import labels_from_model_output
+    from .predict import foreground_probability, predict_probabilities
 
     ious, aps = [], []
     for image, labels in pairs:

@@ -11,7 +11,9 @@ _KINDS = {"image": napari.layers.Image, "labels": napari.layers.Labels}
 
 def image_data(layer: napari.layers.Image):
     """``(array, channel_axis)`` for the core functions: full resolution, RGB(A) channel last."""
-    data = layer.data[0] if layer.multiscale else layer.data
+    from napari_unet.io import full_resolution
+
+    data = full_resolution(layer.data, layer.multiscale)
     return data, (-1 if layer.rgb else None)
 
 

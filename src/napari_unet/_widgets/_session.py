@@ -4,18 +4,9 @@ from __future__ import annotations
 
 from psygnal import Signal
 
-DEFAULT_BUILTIN = "fluo-nuclei"
+from napari_unet.builtin import builtin_names  # default model first: the order `napari-unet models` lists
 
-
-def builtin_names() -> list[str]:
-    """Names of the built-in models, found without importing torch (descriptions come with
-    the model once loaded)."""
-    from napari_unet.builtin import MODELS_DIR
-
-    names = sorted(p.stem for p in MODELS_DIR.glob("*.safetensors"))
-    if DEFAULT_BUILTIN in names:  # the general-purpose one first
-        names.insert(0, names.pop(names.index(DEFAULT_BUILTIN)))
-    return names
+__all__ = ["Session", "session", "builtin_names"]
 
 
 class Session:

@@ -6,7 +6,7 @@ import math
 from typing import TYPE_CHECKING, cast
 
 import numpy as np
-from magicgui.widgets import CheckBox, ComboBox, Container, PushButton, create_widget
+from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, PushButton, SpinBox, create_widget
 
 from ._jobs import Job
 from ._layers import find_all, form, image_data, note, plane_shape, put, reason, tell
@@ -33,13 +33,14 @@ def count_objects(labels: np.ndarray) -> str:
     return f"{total} object{'s' * (total != 1)} in {len(per)} planes ({spread})"
 
 
-def segment_layer(viewer, layer, *, all_classes: bool = False, tta: bool = False, status=None, on_finished=None,
-                  owner=None, view=None) -> Job:
+def segment_layer(viewer, layer, *, all_classes: bool = False, tta: bool = False, postprocessing=None, status=None,
+                  on_finished=None, owner=None, view=None) -> Job:
     """Segment image ``layer`` with the current model (the default built-in one if none was
     chosen) into the layers "<image> <class> probability" (the foreground class, or every
     class with ``all_classes``) and "<image> labels" (updated, not duplicated, on a second
     run). A three-class model's foreground layer is interior + boundary. ``tta`` averages the
-    8 rotations/flips. A multiscale or large lazy (dask/zarr) layer is segmented block by block
+    8 rotations/flips; ``postprocessing`` (a dict) overrides settings of the model's
+    :class:`~napari_unet.postprocess.PostProcessing`. A multiscale or large lazy (dask/zarr) layer is segmented block by block
     to disk instead (see ``large.py``). Returns the running :class:`Job`."""
     from .large import is_out_of_core, segment_layer_out_of_core
 
@@ -55,7 +56,7 @@ def segment_layer(viewer, layer, *, all_classes: bool = False, tta: bool = False
 
         model, source = session.get_model()
         seg = segment(np.asarray(data), model, channel_axis=channel_axis, device=device, tta=tta,
-                      progress=lambda done, total: report((done, total)), cancel=cancelled)
+                      progress=lambda done, total: report((done, total)), cancel=cancelled, **(postprocessing or {}))
         return model, source, seg
 
     def progress(value):
@@ -100,6 +101,73 @@ def segment_layer(viewer, layer, *, all_classes: bool = False, tta: bool = False
     return job
 
 
+def _model_postprocessing():
+    """The current model's post-processing settings (the default built-in model's header when
+    none is loaded yet: read without torch)."""
+    from napari_unet.postprocess import PostProcessing
+
+    if session.model is not None:
+        return session.model.postprocessing
+    names = builtin_names()
+    if names:
+        from napari_unet.builtin import builtin_model_path
+        from napari_unet.modelheader import ModelFileError, read_model_info
+
+        try:
+            return PostProcessing.from_dict(read_model_info(builtin_model_path(names[0])).get("postprocessing"))
+        except (ModelFileError, ValueError):
+            pass
+    return PostProcessing()
+
+
+class LabellingSettings(Container):
+    """The model's post-processing, adjustable for this image (shown on demand: two compact rows)."""
+
+    def __init__(self):
+        super().__init__(labels=False)
+        self.margins = (0, 0, 0, 0)
+        self.show = CheckBox(text="Adjust labelling (threshold, split, size)", value=False,
+                             tooltip="change how probabilities become objects for the next Segment; "
+                                     "the model's own settings are shown")
+        self.threshold = FloatSpinBox(label="Threshold", min=0.0, max=1.0, step=0.05,
+                                      tooltip="foreground probability above which a pixel is in an object")
+        self.seed = FloatSpinBox(label="Split", min=0.0, max=1.0, step=0.05,
+                                 tooltip="split touching objects from their cores above this probability (off: no split)")
+        self.seed.native.setSpecialValueText("off")
+        self.min_size = SpinBox(label="Min size", min=0, max=10**6, tooltip="remove objects with fewer pixels")
+        self.smooth = FloatSpinBox(label="Smooth", min=0.0, max=20.0, step=0.5,
+                                   tooltip="blur the probabilities by this many pixels first")
+        self.fill_holes = CheckBox(text="Fill holes", tooltip="fill holes inside objects")
+        rows = [Container(widgets=w, layout="horizontal", labels=True)
+                for w in ([self.threshold, self.seed], [self.min_size, self.smooth, self.fill_holes])]
+        for r in rows:
+            r.margins = (0, 0, 0, 0)
+        self.rows = Container(widgets=rows, labels=False, visible=False)
+        self.rows.margins = (0, 0, 0, 0)
+        self.extend([self.show, self.rows])
+        self.show.changed.connect(lambda on: setattr(self.rows, "visible", bool(on)))
+        self._shown = None
+        self.load()
+
+    def load(self, *_) -> None:
+        """Show the current model's settings."""
+        p = self._shown = _model_postprocessing()
+        self.threshold.value, self.seed.value = p.threshold, p.seed_threshold or 0.0
+        self.min_size.value, self.smooth.value, self.fill_holes.value = p.min_size, p.smooth, p.fill_holes
+
+    def overrides(self) -> dict:
+        """The settings changed from the model's (none while the settings are hidden)."""
+        if not self.show.value or self._shown is None:
+            return {}
+        # "off" is 0: no core above it is smaller than the object, so nothing is split
+        now = dict(threshold=self.threshold.value, seed_threshold=self.seed.value, min_size=int(self.min_size.value),
+                   smooth=self.smooth.value, fill_holes=bool(self.fill_holes.value))
+        was = self._shown.to_dict()
+        was["seed_threshold"] = was["seed_threshold"] or 0.0
+        return {k: v for k, v in now.items()
+                if (abs(v - round(was[k], 2)) > 1e-9 if isinstance(v, float) else v != was[k])}
+
+
 class SegmentWidget(Container):
     """Choose an image layer, press Segment; Cancel (beside the progress bar) stops within a tile."""
 
@@ -119,8 +187,9 @@ class SegmentWidget(Container):
         self._hint = note("")
         self._use = PushButton(text="Use the suggested model", visible=False)
         self._status = note("")
-        self.extend([form(self._image), self._model, self._hint, self._use, self._all, self._tta, self._run,
-                     self._status])
+        self.labelling = LabellingSettings()
+        self.extend([form(self._image), self._model, self._hint, self._use, self._all, self._tta, self.labelling,
+                     self._run, self._status])
         self.progress = progress
         if progress is None:  # on its own (not in the panel): its own progress row
             self.progress = ProgressRow()
@@ -129,6 +198,7 @@ class SegmentWidget(Container):
         self._use.changed.connect(self.use_suggested)
         self._image.changed.connect(self._show_model)
         session.follow(self, self._show_model)
+        session.follow(self, self.labelling.load)
         session.follow(self, lambda message: tell(self._status, message), "segmented")
         self._show_model()
 
@@ -174,7 +244,7 @@ class SegmentWidget(Container):
         tell(self._status, f"Segmenting {layer.name} ...")
         self._run.enabled = False
         self.job = segment_layer(self._viewer, layer, all_classes=self._all.value, tta=self._tta.value,
-                                 status=self._status,
+                                 postprocessing=self.labelling.overrides(), status=self._status,
                                  on_finished=self._finished, owner=self.native, view=self.progress)
 
     def cancel(self) -> None:

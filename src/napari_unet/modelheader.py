@@ -1,4 +1,5 @@
-"""Reading a model file's header without torch (fast: for listings and the napari widgets).
+"""A model file's header, read without torch (fast: for listings and the napari widgets), and
+the tensor shapes its declared architecture needs.
 
 A model file is a safetensors file whose metadata holds ``format = "napari-unet"``, a
 ``format_version`` and the model card as JSON (see :mod:`napari_unet.modelfile`).
@@ -21,10 +22,14 @@ class ModelFileError(ValueError):
     """A model file (or name) that cannot be used; the message says why in one line."""
 
 
-def _read_header(path: Path) -> dict:
-    """The napari-unet header of ``path`` or a one-line :class:`ModelFileError`."""
+def read_model_info(path: str | os.PathLike) -> dict:
+    """The header of a model file (name, description, architecture, ...) without loading its
+    weights, or a one-line :class:`ModelFileError`."""
     from safetensors import safe_open
 
+    from .errors import first_line
+
+    path = Path(path)
     if not path.exists():
         raise ModelFileError(f"model file not found: {path}")
     if path.is_dir():
@@ -35,7 +40,7 @@ def _read_header(path: Path) -> dict:
     except Exception as e:  # safetensors raises its own error types for bad headers
         raise ModelFileError(
             f"{path.name} is not a readable napari-unet model file (not safetensors, or corrupt/truncated: "
-            f"{str(e).splitlines()[0] if str(e) else type(e).__name__})"
+            f"{first_line(e)})"
         ) from None
     if meta.get("format") != FORMAT_NAME:
         raise ModelFileError(f"{path.name} is a safetensors file but not a napari-unet model (no napari-unet header)")
@@ -52,11 +57,6 @@ def _read_header(path: Path) -> dict:
         return json.loads(meta["model"])
     except (KeyError, json.JSONDecodeError):
         raise ModelFileError(f"{path.name} has a damaged napari-unet header") from None
-
-
-def read_model_info(path: str | os.PathLike) -> dict:
-    """The header of a model file (name, description, architecture, ...) without loading weights."""
-    return _read_header(Path(path))
 
 
 def expected_tensor_shapes(architecture: dict) -> dict[str, tuple[int, ...]]:
