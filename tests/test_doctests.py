@@ -5,7 +5,13 @@ import importlib
 
 import pytest
 
-MODULES = ["napari_unet.weightmap"]
+MODULES = [
+    "napari_unet.weightmap",
+    "napari_unet.modelfile",
+    "napari_unet.predict",
+    "napari_unet.postprocess",
+    "napari_unet.dask_predict",
+]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -53,6 +53,23 @@ def predict_dask(
         Approximate output block edge in pixels (rounded to whole tiles).
     device, tile, precision, memory_budget
         As for :func:`~napari_unet.predict.predict_probabilities`; every task uses them.
+
+    Returns
+    -------
+    dask.array.Array
+        float32, one block per group of whole tiles; each block reads only the input it
+        needs (its tiles and their context), so the image never has to fit in memory.
+
+    Examples
+    --------
+    >>> import numpy as np, dask.array as da
+    >>> from napari_unet import load_model
+    >>> image = da.zeros((300, 500), dtype=np.uint16, chunks=256)
+    >>> p = predict_dask(image, load_model("fluo-nuclei"), block=256)
+    >>> p.shape, p.dtype
+    ((3, 300, 500), dtype('float32'))
+    >>> p[:, :8, :8].compute().shape
+    (3, 8, 8)
     """
     import dask
     import dask.array as da

@@ -116,11 +116,40 @@ def _load_file(path: Path) -> SegmentationModel:
 
 
 def load_model(name_or_path: str | os.PathLike, *, allow_torchscript: bool = False) -> SegmentationModel:
-    """Load a built-in model by name (see :func:`napari_unet.builtin.list_builtin_models`),
-    a model file by path, or a bioimage.io package (``.zip`` or ``rdf.yaml``, see
-    :func:`napari_unet.bioimageio.load_bioimageio`; ``allow_torchscript`` opts in to packages
-    whose only weights of this U-Net are TorchScript, which is code). Raises
-    :class:`ModelFileError` with a one-line reason."""
+    """Load a built-in model, a model file or a bioimage.io package.
+
+    Parameters
+    ----------
+    name_or_path : str or path
+        A built-in model's name (``napari-unet models`` lists them, see
+        :func:`napari_unet.builtin.list_builtin_models`), a ``.safetensors`` model file, or a
+        bioimage.io package (``.zip`` or ``rdf.yaml``, see
+        :func:`napari_unet.bioimageio.load_bioimageio`).
+    allow_torchscript : bool
+        Opt in to packages whose only weights of this U-Net are TorchScript, which is code.
+        Model files are read as data (safetensors and a JSON header), never executed.
+
+    Returns
+    -------
+    SegmentationModel
+        The network (on the CPU, float32, eval mode) with its normalisation, class names,
+        post-processing and provenance.
+
+    Raises
+    ------
+    ModelFileError
+        With a one-line reason: no such model, not a napari-unet file, damaged file, ...
+
+    Examples
+    --------
+    >>> model = load_model("fluo-nuclei")
+    >>> model.class_names
+    ['background', 'nucleus', 'nucleus boundary']
+    >>> load_model("no-such-model")
+    Traceback (most recent call last):
+    ...
+    napari_unet.modelheader.ModelFileError: no built-in model or file named 'no-such-model' ...
+    """
     from .builtin import builtin_model_path, list_builtin_models
 
     if name_or_path is None or not str(name_or_path).strip():

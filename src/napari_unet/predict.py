@@ -391,6 +391,19 @@ def predict_probabilities(
     Returns
     -------
     probabilities : ndarray, float32, shape ``(n_classes, *stack_shape, Y, X)``
+        Softmax over the classes (they sum to 1 at every pixel).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from napari_unet import load_model
+    >>> image = np.zeros((128, 128), np.uint16)
+    >>> image[25:55, 25:55] = 200
+    >>> p = predict_probabilities(image, load_model("fluo-nuclei"))
+    >>> p.shape, p.dtype
+    ((3, 128, 128), dtype('float32'))
+    >>> bool(np.allclose(p.sum(axis=0), 1, atol=1e-3))
+    True
     """
     check_finite_weights(model)
     planes, lead = as_planes(check_image(image), model.in_channels, channel_axis)
@@ -448,10 +461,39 @@ def foreground_probability(probabilities: np.ndarray, model: SegmentationModel) 
 
 
 def segment(image, model: SegmentationModel, **kwargs) -> Segmentation:
-    """Probabilities and instance labels for ``image``; keyword arguments as for
-    :func:`predict_probabilities`, plus the :class:`~napari_unet.postprocess.PostProcessing`
-    settings (``threshold``, ``seed_threshold``, ``min_size``, ``smooth``, ``fill_holes``) that
-    override the model's for the labels."""
+    """Probabilities and instance labels for ``image``: what Segment does.
+
+    Parameters
+    ----------
+    image : array-like
+        As for :func:`predict_probabilities`.
+    model : SegmentationModel
+        From :func:`~napari_unet.modelfile.load_model` or training.
+    **kwargs
+        Keyword arguments of :func:`predict_probabilities` (``device``, ``tile``, ``tta``,
+        ...), plus the :class:`~napari_unet.postprocess.PostProcessing` settings
+        (``threshold``, ``seed_threshold``, ``min_size``, ``smooth``, ``fill_holes``) that
+        override the model's own for the labels.
+
+    Returns
+    -------
+    Segmentation
+        ``probabilities`` (as :func:`predict_probabilities`) and ``labels``: one integer id
+        per object, 0 elsewhere, shape ``(*stack_shape, Y, X)``.
+
+    Examples
+    --------
+    Two bright nuclei on a dark background:
+
+    >>> import numpy as np
+    >>> from napari_unet import load_model
+    >>> yy, xx = np.mgrid[:128, :128]
+    >>> nuclei = ((yy - 40) ** 2 + (xx - 40) ** 2 < 15 ** 2) | ((yy - 85) ** 2 + (xx - 90) ** 2 < 12 ** 2)
+    >>> image = (10 + 200 * nuclei).astype(np.uint16)
+    >>> result = segment(image, load_model("fluo-nuclei"))
+    >>> int(result.labels.max()), result.labels.shape
+    (2, (128, 128))
+    """
     post = {k: kwargs.pop(k) for k in PostProcessing.fields() if k in kwargs}
     PostProcessing().replace(**post)  # validated before the work, not after it
     probs = predict_probabilities(image, model, **kwargs)
