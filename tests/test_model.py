@@ -96,7 +96,6 @@ def test_narrowed_keeps_the_strongest_channels_exactly():
     small = UNet(UNetConfig(base_channels=4, depth=3, dropout=0.0, n_classes=3)).eval()
     # put small's weights into a random subset of wide's channels and zero the rest
     g = torch.Generator().manual_seed(1)
-    pick = {}
     with torch.no_grad():
         for m in wide.modules():
             if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
