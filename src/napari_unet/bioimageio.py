@@ -36,6 +36,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from .modelinfo import ModelFileError
+from .messages import first_line
 
 __all__ = [
     "BioimageioError",
@@ -499,8 +500,7 @@ def _first_error(e: Exception) -> str:
             return f"{loc}: {first.get('msg', '')}" if loc else str(first.get("msg", ""))
         except Exception:
             pass
-    s = str(e).strip().splitlines()
-    return s[0] if s else type(e).__name__
+    return first_line(e)
 
 
 def _short(text: str, limit: int = 300) -> str:
@@ -681,7 +681,7 @@ def load_bioimageio(path: str | os.PathLike, *, allow_torchscript: bool = False)
         try:
             rdf = yaml.safe_load(pkg.read(pkg.rdf_name))
         except yaml.YAMLError as e:
-            raise BioimageioError(f"{path.name}: its {pkg.rdf_name} is not valid YAML ({str(e).splitlines()[0]})") from None
+            raise BioimageioError(f"{path.name}: its {pkg.rdf_name} is not valid YAML ({first_line(e)})") from None
         if not isinstance(rdf, dict) or "format_version" not in rdf:
             raise BioimageioError(f"{path.name} is not a bioimage.io description (no format_version)")
         try:
@@ -767,9 +767,9 @@ def _model_from_rdf(pkg: _Package, rdf: dict, allow_torchscript: bool):
         try:
             state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
         except Exception as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise BioimageioError(
-                f"{label}: its pytorch_state_dict weights cannot be read as plain tensors (weights_only): {first}"
+                f"{label}: its pytorch_state_dict weights cannot be read as plain tensors (weights_only): "
+                f"{first_line(e)}"
             ) from None
     else:
         data = _read_checked(pkg, ts_entry, "torchscript")
@@ -782,8 +782,7 @@ def _model_from_rdf(pkg: _Package, rdf: dict, allow_torchscript: bool):
                 warnings.simplefilter("ignore", DeprecationWarning)
                 state = torch.jit.load(io.BytesIO(data), map_location="cpu").state_dict()
         except Exception as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise BioimageioError(f"{label}: its TorchScript weights cannot be loaded: {first}") from None
+            raise BioimageioError(f"{label}: its TorchScript weights cannot be loaded: {first_line(e)}") from None
     if (not isinstance(state, dict) or set(state) != set(expected)
             or any(not isinstance(state[k], torch.Tensor) or tuple(state[k].shape) != expected[k] for k in expected)):
         raise BioimageioError(f"{label}: its {use} weights do not match the U-Net its rdf.yaml describes")

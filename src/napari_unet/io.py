@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .messages import first_line
+
 __all__ = [
     "ImageReadError",
     "OutputExistsError",
@@ -122,8 +124,7 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     except MemoryError:
         raise
     except Exception as e:
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise ImageReadError(f"cannot read {p.name} as an image: {first}") from None
+        raise ImageReadError(f"cannot read {p.name} as an image: {first_line(e)}") from None
 
 
 def decoded_size(path: str | os.PathLike) -> int | None:
