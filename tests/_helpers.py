@@ -42,3 +42,37 @@ def simulated_strokes(instances, n_cells: int = 12, seed: int = 0):
         ring = ndi.binary_dilation(obj, iterations=6) & ~ndi.binary_dilation(cells, iterations=1)
         lab[ring] = 1
     return lab
+
+
+class CountingArray:
+    """A read-only array that records every block read from it (``reads``: ``(rows, cols)``
+    slices of the last two axes), to check what a lazy or tiled computation fetches."""
+
+    def __init__(self, data):
+        import numpy as np
+
+        self.data = np.asarray(data)
+        self.shape, self.dtype, self.ndim = self.data.shape, self.data.dtype, self.data.ndim
+        self.reads: list[tuple[range, range]] = []
+
+    def __getitem__(self, key):
+        out = self.data[key]
+        if out.size:
+            key = key if isinstance(key, tuple) else (key,)
+            key = key + (slice(None),) * (self.ndim - len(key))
+            rows, cols = (range(*k.indices(n)) if isinstance(k, slice) else range(k, k + 1)
+                          for k, n in zip(key[-2:], self.shape[-2:]))
+            self.reads.append((rows, cols))
+        return out
+
+    def __setitem__(self, key, value):
+        raise AssertionError("the source image was written to")
+
+    def read_mask(self):
+        """Which pixels of the last two axes were read at least once."""
+        import numpy as np
+
+        mask = np.zeros(self.shape[-2:], bool)
+        for rows, cols in self.reads:
+            mask[rows.start:rows.stop:rows.step, cols.start:cols.stop:cols.step] = True
+        return mask

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+from _helpers import DATA  # the one data folder constant
 
 
 @pytest.fixture
@@ -24,15 +24,11 @@ def session():
 @pytest.fixture(scope="session")
 def tiny_model_file(tmp_path_factory) -> Path:
     """A small, fast, untrained two-class model saved as a model file."""
-    import torch
+    from _helpers import tiny_model
 
-    from napari_unet.model import UNetConfig
-    from napari_unet.modelfile import SegmentationModel, save_model
+    from napari_unet.modelfile import save_model
 
-    torch.manual_seed(0)
-    model = SegmentationModel.new(UNetConfig(base_channels=4, depth=3, dropout=0.0), name="tiny",
-                                  description="small test model")
-    return save_model(model, tmp_path_factory.mktemp("models") / "tiny.safetensors")
+    return save_model(tiny_model(), tmp_path_factory.mktemp("models") / "tiny.safetensors")
 
 
 @pytest.fixture
@@ -62,7 +58,7 @@ def nuclei_image() -> np.ndarray:
 
         return sample_image("nuclei")
     except (ImportError, KeyError, OSError):
-        path = SHARED_DATA / "stardist_dsb2018_sample" / "images" / "img2d.tif"
+        path = DATA / "stardist_dsb2018_sample" / "images" / "img2d.tif"
         if not path.is_file():
             pytest.skip(f"no real nuclei image: no packaged sample and {path} is absent")
         import tifffile

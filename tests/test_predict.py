@@ -104,22 +104,72 @@ def test_tile_choice_follows_budget_and_image():
     assert (th, tw) == (284, 572)
 
 
-def test_segment_labels_are_instances():
-    model = tiny_model()
-    # a model whose foreground is "bright": set the head to foreground = normalised intensity
+def _brightness_network(model, monkeypatch):
+    """Replace the network by a known one: the "cell" logit grows with the normalised
+    brightness, p(cell) = sigmoid(12 (x - 0.45)); the context margin is cropped as a valid
+    U-Net does."""
     import torch
 
-    with torch.no_grad():
-        for p in model.network.parameters():
-            p.zero_()
-    img = np.zeros((64, 64), np.float32)
-    img[5:20, 5:20] = 1
-    img[30:50, 30:60] = 1
-    # the zero network predicts 0.5 everywhere; threshold below gives one component, above none
-    res = segment(img, model, threshold=0.6)
-    assert res.labels.max() == 0 and res.probabilities.shape == (2, 64, 64)
-    res = segment(img, model, threshold=0.4)
-    assert res.labels.max() == 1
+    from napari_unet.model import context_margin
+
+    m = context_margin(model.config)
+
+    def forward(x):
+        x = x[:, :1, m:-m, m:-m]
+        return torch.cat([torch.zeros_like(x), 12 * (x - 0.45)], 1)
+
+    monkeypatch.setattr(model.network, "forward", forward)
+    return model
+
+
+def two_touching_cells(shift=0):
+    """Two bright cells that touch: brightness 1 at the centres, about 0.54 at the neck
+    (cell, p = 0.75, but below a seed threshold of 0.95, reached above 0.70), 0 far away."""
+    yy, xx = np.mgrid[:64, :64].astype(np.float32)
+    a = np.exp(-((yy - 32) ** 2 + (xx - 22 - shift) ** 2) / (2 * 9.0**2))
+    b = np.exp(-((yy - 32) ** 2 + (xx - 42 - shift) ** 2) / (2 * 9.0**2))
+    return np.maximum(a, b)
+
+
+def test_segment_separates_touching_cells(monkeypatch):
+    model = _brightness_network(tiny_model(), monkeypatch)
+    img = two_touching_cells()
+    res = segment(img, model, threshold=0.5, seed_threshold=0.95, precision="float32")
+    assert res.probabilities.shape == (2, 64, 64)
+    assert set(np.unique(res.labels)) == {0, 1, 2}  # two cells, not one blob
+    assert res.labels[32, 22] != res.labels[32, 42]  # one id per centre
+    assert res.labels[32, 32] > 0 and res.labels[0, 0] == 0  # the neck is cell, the corner background
+    # without seeds the same probabilities give one connected blob
+    assert set(np.unique(segment(img, model, threshold=0.5, precision="float32").labels)) == {0, 1}
+
+
+def test_label_ids_are_unique_over_a_stack(monkeypatch):
+    model = _brightness_network(tiny_model(), monkeypatch)
+    stack = np.stack([two_touching_cells(s) for s in (-4, 0, 4)])
+    res = segment(stack, model, threshold=0.5, seed_threshold=0.95, precision="float32")
+    assert res.labels.shape == (3, 64, 64)
+    ids = [set(np.unique(plane[plane > 0])) for plane in res.labels]
+    assert [len(i) for i in ids] == [2, 2, 2]
+    assert set().union(*ids) == {1, 2, 3, 4, 5, 6}  # no id is used in two planes
+
+
+def test_flat_images_are_normalised_without_blowing_up():
+    from napari_unet.normalize import Normalization
+
+    norm = Normalization()
+    flat = np.full((1, 64, 64), 500, np.float32)
+    hot = flat.copy()
+    hot[0, 10, 10] = 1000  # one hot pixel: the 1-99.8 percentiles are both 500
+    for image, value in ((flat, 0.0), (hot, 1.0)):
+        stats = norm.stats(image)
+        # a flat image is centred on its level and scaled by it: (1000 - 500) / 500 = 1
+        np.testing.assert_allclose(stats, [[500.0, 500.0]])
+        out = norm(image)
+        assert np.isfinite(out).all() and out[0, 0, 0] == 0.0 and out[0, 10, 10] == value
+    np.testing.assert_allclose(norm.stats(np.zeros((1, 8, 8))), [[0.0, 1.0]])  # all zero: scale 1
+    model = tiny_model()
+    p = predict_probabilities(flat[0], model, precision="float32")
+    assert np.isfinite(p).all() and np.ptp(p[1]) < 1e-5  # one value everywhere
 
 
 def test_bfloat16_agrees_with_float32():

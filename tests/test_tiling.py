@@ -7,7 +7,7 @@ from napari_unet.model import context_margin, output_size, valid_input_size
 from napari_unet.predict import predict_probabilities
 from napari_unet.tiling import Cancelled, predict_tiled, read_mirrored, reflect_index
 
-from _helpers import tiny_model
+from _helpers import CountingArray, tiny_model
 
 
 def untiled_reference(model, image):
@@ -79,7 +79,27 @@ def test_progress_counts_tiles_and_cancel_stops():
 
 
 def test_reads_only_from_source_and_never_writes():
-    model = tiny_model(depth=3)
-    img = np.random.default_rng(4).random((64, 64)).astype(np.float32)
-    img.flags.writeable = False
-    predict_probabilities(img, model, precision="float32")
+    img = np.random.default_rng(4).random((1, 64, 70)).astype(np.float32)
+    before = img.copy()
+    src = CountingArray(img)  # raises on any write
+
+    def crop(batch):  # the context is consumed, the centre passed on as it was read
+        return batch[:, :, 6:-6, 6:-6] * 2
+
+    got = predict_tiled(src, crop, tile=(30, 26), margin=6, out_channels=1, batch_size=3)
+    np.testing.assert_array_equal(img, before)
+    assert len(src.reads) >= 12 and src.read_mask().all()  # tile by tile, every pixel read once at least
+    np.testing.assert_array_equal(got, 2 * before)  # each output pixel comes from its own input pixel
+
+
+def test_same_padding_tiles_agree_with_one_pass():
+    # zero-padded convolutions: tiles overlap by SAME_HALO pixels of context and are cropped, so
+    # many small tiles give what one tile over the whole image gives
+    model = tiny_model(depth=3, padding="same")
+    img = np.random.default_rng(5).random((150, 170)).astype(np.float32)
+    counts = []
+    tiled = predict_probabilities(img, model, tile=96, precision="float32", progress=lambda d, t: counts.append(t))
+    whole = predict_probabilities(img, model, tile=400, precision="float32")
+    assert tiled.shape == whole.shape == (2, 150, 170)
+    assert counts[-1] >= 16  # 150 x 170 in tiles of 96 - 2 x 32 = 32 pixels of output
+    np.testing.assert_allclose(tiled, whole, atol=1e-5)

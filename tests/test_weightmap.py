@@ -1,12 +1,10 @@
-from pathlib import Path
-
 import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
 from napari_unet.weightmap import border_weight, class_weights, two_nearest_distances, weight_map
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+from _helpers import DATA
 
 
 def two_squares(gap):

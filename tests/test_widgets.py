@@ -11,7 +11,7 @@ pytest.importorskip("pytestqt")
 
 import tifffile  # noqa: E402
 
-from napari_unet._widgets._layers import info  # noqa: E402
+from napari_unet._widgets._layers import plugin_metadata  # noqa: E402
 from napari_unet._widgets._session import builtin_names  # noqa: E402
 from napari_unet._widgets.export import ExportWidget  # noqa: E402
 from napari_unet._widgets.model import ModelWidget  # noqa: E402
@@ -98,10 +98,10 @@ def test_segment_creates_then_updates_its_own_layers(make_napari_viewer, qtbot, 
     w._run.native.click()
     wait_job(qtbot, w)
     assert w.job.outcome == "returned", w._status.value
-    results = [lyr for lyr in viewer.layers if info(lyr)]
-    assert {info(lyr)["role"] for lyr in results} == {"probabilities", "labels"}
-    probs = next(lyr for lyr in results if info(lyr)["role"] == "probabilities")
-    labels = next(lyr for lyr in results if info(lyr)["role"] == "labels")
+    results = [lyr for lyr in viewer.layers if plugin_metadata(lyr)]
+    assert {plugin_metadata(lyr)["role"] for lyr in results} == {"probabilities", "labels"}
+    probs = next(lyr for lyr in results if plugin_metadata(lyr)["role"] == "probabilities")
+    labels = next(lyr for lyr in results if plugin_metadata(lyr)["role"] == "labels")
     assert probs.name == "nuclei cell probability" and probs.data.shape == (200, 300)
     assert probs.data.dtype == np.float32
     # the user's layer keeps its name; ours says whose it is (not "nuclei labels [1]")
@@ -216,7 +216,7 @@ def test_segment_real_image_gives_plausible_nuclei(builtin_nuclei, nuclei_image,
     w._run.native.click()
     wait_job(qtbot, w, timeout=120_000)
     assert w.job.outcome == "returned", w._status.value
-    labels = next(lyr for lyr in viewer.layers if info(lyr).get("role") == "labels").data
+    labels = next(lyr for lyr in viewer.layers if plugin_metadata(lyr).get("role") == "labels").data
     sizes = np.bincount(labels.ravel())[1:]
     sizes = sizes[sizes > 0]
     # the sample shows about 130 nuclei of a few hundred pixels each, covering about a fifth of it

@@ -8,7 +8,7 @@ import pytest
 pytest.importorskip("napari")
 pytest.importorskip("pytestqt")
 
-from napari_unet._widgets._layers import info, is_error  # noqa: E402
+from napari_unet._widgets._layers import is_error, plugin_metadata  # noqa: E402
 from napari_unet._widgets.finetune import FinetuneWidget  # noqa: E402
 from napari_unet._widgets.weights import WeightsWidget  # noqa: E402
 
@@ -32,7 +32,7 @@ def test_annotate_finetune_resegment_save_reload(make_napari_viewer, qtbot, sess
     w._new.native.click()  # one click: an empty labels layer matched to the image, ready to paint a cell
     ann = viewer.layers["blobs annotations"]
     assert ann.data.shape == image.shape and not ann.data.any()
-    assert info(ann)["role"] == "annotations" and w._annotations.value is ann
+    assert plugin_metadata(ann)["role"] == "annotations" and w._annotations.value is ann
     assert ann.selected_label == 2 and ann.mode == "paint"
     assert any(str(key) == "M" for key in ann.keymap)  # the M key selects a new cell value
     ann.data = _rows(painted, 0, 55)  # strokes on the top cells
@@ -129,7 +129,7 @@ def test_weight_preview_peaks_between_touching_cells_and_follows_painting(make_n
     w._show.value = True
     qtbot.waitUntil(lambda: w.updates >= 1, timeout=10_000)
     overlay = viewer.layers["cells weight map"]
-    assert info(overlay)["role"] == "weights" and overlay.blending == "additive"
+    assert plugin_metadata(overlay)["role"] == "weights" and overlay.blending == "additive"
     assert overlay.colorbar.visible  # a colour bar with the values
     assert "w0 and sigma change nothing" not in w._status.value and w._warning.native.isHidden()
     y, x = np.unravel_index(np.argmax(overlay.data), overlay.data.shape)

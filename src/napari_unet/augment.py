@@ -19,6 +19,8 @@ import math
 import numpy as np
 from scipy import ndimage as ndi
 
+from .tiling import reflect_index
+
 __all__ = [
     "elastic_displacement",
     "affine_displacement",
@@ -119,19 +121,10 @@ def warp(image, *arrays_nearest, displacement, order: int = 3, mode: str = "mirr
     if not arrays_nearest:
         return out
     # nearest neighbour by rounding, mirrored into the image, exact for any dtype
-    iy = _mirror_index(np.rint(coords[0]).astype(np.int64), shape[0])
-    ix = _mirror_index(np.rint(coords[1]).astype(np.int64), shape[1])
+    iy = reflect_index(np.rint(coords[0]).astype(np.int64), shape[0])
+    ix = reflect_index(np.rint(coords[1]).astype(np.int64), shape[1])
     rest = tuple(np.asarray(a)[iy, ix] for a in arrays_nearest)
     return (out, *rest)
-
-
-def _mirror_index(i: np.ndarray, n: int) -> np.ndarray:
-    """Map integer indices into [0, n) by mirroring without repeating the edge (scipy 'mirror')."""
-    if n == 1:
-        return np.zeros_like(i)
-    period = 2 * (n - 1)
-    i = np.mod(i, period)
-    return np.where(i >= n, period - i, i)
 
 
 def elastic_deform(image, *arrays_nearest, rng: np.random.Generator, grid: int = 3, sigma: float = 10.0, order: int = 3):

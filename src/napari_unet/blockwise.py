@@ -259,7 +259,7 @@ def label_blockwise(
     -------
     labels : uint32 array ``(H, W)`` (``out`` when given), ids 1..n unique over the plane.
     """
-    from .tiling import _check_cancel
+    from .tiling import check_cancel
 
     K, H, W = probabilities.shape
     params = postprocessing_params(model, **overrides)
@@ -268,7 +268,7 @@ def label_blockwise(
         out = np.zeros((H, W), np.uint32)
     summaries = {}
     for done, (i, j) in enumerate(plan, 1):
-        _check_cancel(cancel)
+        check_cancel(cancel)
         wy0, wy1, wx0, wx1 = plan.window(i, j)
         lab = label_window(np.asarray(probabilities[:, wy0:wy1, wx0:wx1]), model, params)
         core, summaries[(i, j)] = block_summary(lab, plan, i, j)

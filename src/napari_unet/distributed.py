@@ -37,9 +37,10 @@ import numpy as np
 
 from .blockwise import (OUT_OF_CORE_PIXELS, BlockPlan, block_summary, default_halo, is_out_of_core,  # noqa: F401
                         label_window, merge_blocks, postprocessing_params, uses_watershed)
+from .errors import first_line
 from .omezarr import ImageSource, ZarrInputError, array_source, create_labels_zarr, create_probabilities_zarr, \
     open_source, pyramid_shapes
-from .tiling import Cancelled
+from .tiling import Cancelled, is_cancelled
 
 __all__ = ["ClusterError", "LargeSegmentation", "connect", "segment_to_zarr", "output_paths", "is_out_of_core",
            "segment_layer_data"]
@@ -81,8 +82,7 @@ def connect(workers: int | None = None, scheduler: str | None = None, *, timeout
         try:
             return Client(scheduler, timeout=timeout)
         except (OSError, TimeoutError, ValueError) as e:
-            first = (str(e).splitlines() or [type(e).__name__])[0]
-            raise ClusterError(f"cannot reach the dask scheduler at {scheduler} ({first}); check the address "
+            raise ClusterError(f"cannot reach the dask scheduler at {scheduler} ({first_line(e)}); check the address "
                                f"(e.g. tcp://host:8786) and that the scheduler is running") from None
     n = int(workers or 1)
     if n < 1:
@@ -106,10 +106,6 @@ class _Runner:
         self.client = client
         self.cancel = cancel
 
-    def _cancelled(self) -> bool:
-        c = self.cancel
-        return bool(c is not None and (c.is_set() if hasattr(c, "is_set") else c()))
-
     def put(self, obj):
         """Send a large object (the model) to every worker once."""
         if self.client is None:
@@ -122,7 +118,7 @@ class _Runner:
         if self.client is None:
             out = []
             for args in calls:
-                if self._cancelled():
+                if is_cancelled(self.cancel):
                     raise Cancelled("cancelled")
                 out.append(fn(*args))
                 if tick:
@@ -138,7 +134,7 @@ class _Runner:
                 out[index[fut.key]] = fut.result()
                 if tick:
                     tick()
-                if self._cancelled():
+                if is_cancelled(self.cancel):
                     raise Cancelled("cancelled")
         except BaseException:
             self.client.cancel(futures)

@@ -11,8 +11,14 @@ class InputError(ValueError):
 
 def first_line(error: BaseException | str) -> str:
     """The first non-empty line of an exception's message (its type's name when it has none),
-    for one-line messages that never show a traceback."""
-    text = str(error).strip()
-    if text:
-        return text.splitlines()[0]
+    for one-line messages that never show a traceback.
+
+    >>> first_line(ValueError("bad tile\nmore detail"))
+    'bad tile'
+    >>> first_line(KeyError())
+    'KeyError'
+    """
+    for line in str(error).splitlines():
+        if line.strip():
+            return line.strip()
     return type(error).__name__ if isinstance(error, BaseException) else ""

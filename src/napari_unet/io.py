@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import first_line
+
 __all__ = [
     "ImageReadError",
     "OutputExistsError",
@@ -122,8 +124,6 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     except MemoryError:
         raise
     except Exception as e:
-        from .errors import first_line
-
         raise ImageReadError(f"cannot read {p.name} as an image: {first_line(e)}") from None
 
 

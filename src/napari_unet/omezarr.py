@@ -20,6 +20,8 @@ from typing import Sequence
 
 import numpy as np
 
+from .errors import first_line
+
 __all__ = ["ZarrInputError", "ImageSource", "open_source", "create_labels_zarr", "create_probabilities_zarr",
            "open_labels_pyramid", "pyramid_shapes", "NGFF_VERSION"]
 
@@ -165,8 +167,7 @@ def _open_zarr(p: Path, name: str, in_channels: int) -> ImageSource:
     try:
         root = zarr.open(str(p), mode="r")
     except Exception as e:
-        first = (str(e).splitlines() or [type(e).__name__])[0]
-        raise ZarrInputError(f"cannot open {p.name} as zarr: {first}") from None
+        raise ZarrInputError(f"cannot open {p.name} as zarr: {first_line(e)}") from None
     if isinstance(root, zarr.Array):
         ca = _channel_axis_for(root.shape, in_channels, f"the zarr array {p.name} (no OME-Zarr axes)")
         return ImageSource(str(p), "zarr", "", ca, tuple(root.shape), str(root.dtype), name=name)
@@ -268,8 +269,7 @@ def _open_tif(p: Path, name: str, in_channels: int) -> ImageSource:
             shape, dtype = tuple(series.shape), str(series.dtype)
             contiguous = series.dataoffset is not None
     except Exception as e:
-        first = (str(e).splitlines() or [type(e).__name__])[0]
-        raise ZarrInputError(f"cannot read {p.name} as a tif: {first}") from None
+        raise ZarrInputError(f"cannot read {p.name} as a tif: {first_line(e)}") from None
     ca = _channel_axis_for(shape, in_channels, p.name)
     kind = "tif-memmap" if contiguous else "tif-zarr"
     return ImageSource(str(p), kind, "", ca, shape, dtype, name=name)

@@ -17,7 +17,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-__all__ = ["Cancelled", "TileGrid", "Window", "predict_tiled", "reflect_index", "read_mirrored"]
+__all__ = ["Cancelled", "TileGrid", "Window", "check_cancel", "is_cancelled", "predict_tiled", "reflect_index",
+           "read_mirrored"]
 
 
 class Cancelled(Exception):
@@ -89,11 +90,16 @@ class TileGrid:
                 yield y, x
 
 
-def _check_cancel(cancel) -> None:
+def is_cancelled(cancel) -> bool:
+    """Whether ``cancel`` (None, a ``threading.Event`` or a callable returning a bool) is set."""
     if cancel is None:
-        return
-    flag = cancel.is_set() if hasattr(cancel, "is_set") else cancel()
-    if flag:
+        return False
+    return bool(cancel.is_set() if hasattr(cancel, "is_set") else cancel())
+
+
+def check_cancel(cancel) -> None:
+    """Raise :class:`Cancelled` when ``cancel`` is set (see :func:`is_cancelled`)."""
+    if is_cancelled(cancel):
         raise Cancelled("cancelled")
 
 
@@ -168,7 +174,7 @@ def predict_tiled(
 
     for y, x in grid:
         if not batch:
-            _check_cancel(cancel)
+            check_cancel(cancel)
         batch.append(read_mirrored(image, y - margin, x - margin, tile[0], tile[1]))
         where.append((y, x))
         if len(batch) >= batch_size:

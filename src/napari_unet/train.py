@@ -46,7 +46,7 @@ from .device import autocast, resolve_device, resolve_precision
 from .labels import separate_touching, to_classes, validate_labels
 from .model import alignment, output_size, valid_input_size
 from .modelfile import SegmentationModel, save_model
-from .tiling import reflect_index
+from .tiling import is_cancelled, reflect_index
 from .weightmap import border_weight, class_weights
 
 __all__ = [
@@ -906,7 +906,7 @@ def train(
     interrupted = None
     try:
         for it in range(cfg.iterations):
-            if cancel is not None and (cancel.is_set() if hasattr(cancel, "is_set") else cancel()):
+            if is_cancelled(cancel):
                 cancelled = True
                 break
             lr = lr_at(it)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._layers import image_data, plane_shape
+from napari_unet.stacks import annotated_planes
+
+from ._layers import image_data
 
 CONVENTION = ("Label convention: <b>0</b> = not annotated (ignored), <b>1</b> = background, "
               "<b>2, 3, …</b> = one cell each. Paint a few cells and some background around them; "
@@ -23,15 +25,7 @@ def background(layer) -> None:
 
 
 def plane_pairs(image_layer, labels) -> tuple[list, list]:
-    """Images and labels (copied: painting may go on) of every annotated 2D plane."""
+    """Images and labels (copied) of every annotated 2D plane of ``image_layer``
+    (:func:`napari_unet.stacks.annotated_planes`)."""
     data, _ = image_data(image_layer)
-    labels = np.asarray(labels)
-    if plane_shape(image_layer) != labels.shape:
-        raise ValueError(f"labels of shape {labels.shape} do not match image {image_layer.name!r} "
-                         f"of shape {plane_shape(image_layer)}")
-    images, labs = [], []
-    for idx in np.ndindex(labels.shape[:-2]):
-        if np.any(labels[idx] > 0):
-            images.append(np.asarray(data[idx]))
-            labs.append(np.array(labels[idx], copy=True))
-    return images, labs
+    return annotated_planes(data, labels, channel_last=bool(image_layer.rgb), name=f"image {image_layer.name!r}")

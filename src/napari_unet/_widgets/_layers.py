@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import napari.layers
 
+from napari_unet.errors import first_line
+
 KEY = "napari_unet"
 _KINDS = {"image": napari.layers.Image, "labels": napari.layers.Labels}
 
@@ -23,28 +25,31 @@ def plane_shape(layer: napari.layers.Image) -> tuple[int, ...]:
     return tuple(data.shape[:-1] if layer.rgb else data.shape)
 
 
-def link(layer) -> str:
+def layer_id(layer) -> str:
+    """The id that the plugin's metadata uses to name the layer a result was made from."""
     return str(layer.unique_id)
 
 
-def info(layer) -> dict:
+def plugin_metadata(layer) -> dict:
+    """The plugin's metadata of ``layer`` (role, source, part); empty for the user's layers."""
     md = layer.metadata.get(KEY) if layer is not None else None
     return md if isinstance(md, dict) else {}
 
 
-def find(viewer, role: str, source, part=None):
+def find_plugin_layer(viewer, role: str, source, part=None):
     """The plugin layer of ``role`` (and ``part``, e.g. the class of a probability layer)
     made from ``source``, or None."""
     for lyr in viewer.layers:
-        md = info(lyr)
-        if md.get("role") == role and md.get("source") == link(source) and md.get("part") == part:
+        md = plugin_metadata(lyr)
+        if md.get("role") == role and md.get("source") == layer_id(source) and md.get("part") == part:
             return lyr
     return None
 
 
-def find_all(viewer, role: str, source) -> list:
+def find_plugin_layers(viewer, role: str, source) -> list:
     """Every plugin layer of ``role`` made from ``source``."""
-    return [lyr for lyr in viewer.layers if info(lyr).get("role") == role and info(lyr).get("source") == link(source)]
+    wanted = {"role": role, "source": layer_id(source)}
+    return [lyr for lyr in viewer.layers if all(plugin_metadata(lyr).get(k) == v for k, v in wanted.items())]
 
 
 def free_name(viewer, name: str) -> str:
@@ -62,8 +67,8 @@ def free_name(viewer, name: str) -> str:
 
 def source_of(viewer, layer):
     """The layer ``layer`` was made from by the plugin (e.g. the image of annotations), or None."""
-    src = info(layer).get("source")
-    return next((lyr for lyr in viewer.layers if link(lyr) == src), None)
+    src = plugin_metadata(layer).get("source")
+    return next((lyr for lyr in viewer.layers if layer_id(lyr) == src), None)
 
 
 def geometry(source, ndim: int) -> dict:
@@ -77,10 +82,10 @@ def geometry(source, ndim: int) -> dict:
     }
 
 
-def put(viewer, kind: str, data, *, role: str, source, name: str, part=None, **kwargs):
+def add_or_update_layer(viewer, kind: str, data, *, role: str, source, name: str, part=None, **kwargs):
     """Update the plugin's ``role`` (``part``) layer made from ``source`` with ``data``, or add
     it (named ``name``, or ``name (U-Net)`` when a layer of the user's has that name)."""
-    lyr = find(viewer, role, source, part)
+    lyr = find_plugin_layer(viewer, role, source, part)
     position = None
     if lyr is not None and (not isinstance(lyr, _KINDS[kind]) or lyr.data.ndim != data.ndim):
         position, name = viewer.layers.index(lyr), lyr.name  # e.g. one class -> all classes
@@ -92,7 +97,7 @@ def put(viewer, kind: str, data, *, role: str, source, name: str, part=None, **k
             if k in kwargs:
                 setattr(lyr, k, kwargs[k])
         return lyr
-    meta = {KEY: {"role": role, "source": link(source), "part": part}}
+    meta = {KEY: {"role": role, "source": layer_id(source), "part": part}}
     if position is None:
         name = free_name(viewer, name)
     layer = _KINDS[kind](data, name=name, metadata=meta, **geometry(source, data.ndim), **kwargs)
@@ -102,7 +107,7 @@ def put(viewer, kind: str, data, *, role: str, source, name: str, part=None, **k
     return layer
 
 
-def note(value: str = ""):
+def text_line(value: str = ""):
     """A left-aligned, word-wrapped text line for a widget (status, information)."""
     from magicgui.widgets import Label
     from qtpy.QtCore import Qt
@@ -119,7 +124,7 @@ def note(value: str = ""):
 ERROR_STYLE = "color: #ff7b72"
 
 
-def tell(label, message: str, *, error: bool = False) -> None:
+def show_status(label, message: str, *, error: bool = False) -> None:
     """Show ``message`` in the widget's status line (red for a problem). No napari
     notification: the message stays where the user acted and goes when the next one comes
     (toasts from earlier runs would linger over later ones)."""
@@ -134,15 +139,16 @@ def tell(label, message: str, *, error: bool = False) -> None:
 
 
 def is_error(label) -> bool:
+    """Whether the status line ``label`` shows a problem (red)."""
     return label.native.styleSheet() == ERROR_STYLE
 
 
 def reason(exc: BaseException) -> str:
     """One line for the user: the message of the core's own errors, the type for others."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    if isinstance(exc, (ValueError, OSError, RuntimeError)) and text:
+    text = first_line(exc)  # the type's name when the message is empty
+    if isinstance(exc, (ValueError, OSError, RuntimeError)) or not str(exc).strip():
         return text
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return f"{type(exc).__name__}: {text}"
 
 
 def folder_for(viewer, layer):
@@ -172,8 +178,8 @@ class Overwrite:
             self.pending = None
             return True
         self.pending = path
-        tell(status, f"{path.name} exists already in {path.parent}: press {button} again to replace it, "
-                     "or change the file name.", error=True)
+        show_status(status, f"{path.name} exists already in {path.parent}: press {button} again to replace it, "
+                            "or change the file name.", error=True)
         return False
 
 

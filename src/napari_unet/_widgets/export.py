@@ -11,7 +11,7 @@ import napari.layers
 from magicgui.widgets import ComboBox, Container, FileEdit, PushButton
 from qtpy.QtCore import QTimer
 
-from ._layers import Overwrite, folder_for, form, info, note, reason, tell
+from ._layers import Overwrite, folder_for, form, plugin_metadata, reason, show_status, text_line
 
 if TYPE_CHECKING:
     import napari.viewer
@@ -29,7 +29,7 @@ class ExportWidget(Container):
                                tooltip="labels layers (uint16 tif) and the plugin's probability layers (float32 tif)")
         self._path = FileEdit(label="Save to", mode="w", filter="TIFF (*.tif *.tiff)")
         self._save = PushButton(text="Save as tif")
-        self._status = note("Labels are saved as uint16 (uint32 beyond 65535 objects), probabilities as float32.")
+        self._status = text_line("Labels are saved as uint16 (uint32 beyond 65535 objects), probabilities as float32.")
         self.extend([form(self._layer, self._path), self._save, self._status])
         self._layer.changed.connect(self._suggest)
         self._path.changed.connect(self._path_changed)
@@ -46,7 +46,7 @@ class ExportWidget(Container):
         out = []
         for lyr in reversed(self._viewer.layers):  # top of the layer list first
             if isinstance(lyr, napari.layers.Labels) or (
-                    isinstance(lyr, napari.layers.Image) and info(lyr).get("role") in SAVABLE_IMAGES):
+                    isinstance(lyr, napari.layers.Image) and plugin_metadata(lyr).get("role") in SAVABLE_IMAGES):
                 out.append((lyr.name, lyr))
         return out
 
@@ -54,13 +54,13 @@ class ExportWidget(Container):
         """The newest segmentation result, else the top labels layer, else nothing."""
         self._layer.reset_choices()
         layers = [lyr for _, lyr in self._choices()]
-        best = next((lyr for lyr in layers if info(lyr).get("role") == "labels"), None)
+        best = next((lyr for lyr in layers if plugin_metadata(lyr).get("role") == "labels"), None)
         best = best or next((lyr for lyr in layers if isinstance(lyr, napari.layers.Labels)), None)
         if best is not None and best is not self._layer.value:
             self._layer.value = best
 
     def _layer_added(self, event) -> None:
-        if info(event.value).get("role") == "labels" or self._layer.value is None:
+        if plugin_metadata(event.value).get("role") == "labels" or self._layer.value is None:
             self._repick.start()  # once the layer list has settled
 
     def _path_changed(self, *_) -> None:
@@ -91,7 +91,7 @@ class ExportWidget(Container):
 
         layer, path = self._layer.value, Path(str(self._path.value))
         if layer is None or not path.name or str(path) == ".":
-            tell(self._status, "Choose a layer and a file name first", error=True)
+            show_status(self._status, "Choose a layer and a file name first", error=True)
             return None
         if path.suffix.lower() not in (".tif", ".tiff"):
             path = path.with_name(path.name + ".tif")
@@ -105,7 +105,7 @@ class ExportWidget(Container):
             else:
                 written = write_probabilities(path, data, overwrite=existed)
         except (OSError, ValueError) as e:
-            tell(self._status, f"Could not save {layer.name}: {reason(e)}", error=True)
+            show_status(self._status, f"Could not save {layer.name}: {reason(e)}", error=True)
             return None
-        tell(self._status, f"Saved {layer.name} to {written}")
+        show_status(self._status, f"Saved {layer.name} to {written}")
         return written

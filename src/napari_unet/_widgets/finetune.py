@@ -11,7 +11,8 @@ from magicgui.widgets import ComboBox, Container, FileEdit, PushButton, SpinBox,
 
 from ._annotations import CONVENTION, background, new_cell, plane_pairs
 from ._jobs import Job
-from ._layers import KEY, Overwrite, folder_for, form, info, link, note, plane_shape, reason, source_of, tell
+from ._layers import (KEY, Overwrite, folder_for, form, layer_id, plane_shape, plugin_metadata, reason, show_status,
+                      source_of, text_line)
 from ._plot import TrainingPlot
 from ._progress import ProgressRow
 from ._session import session
@@ -43,7 +44,7 @@ class FinetuneWidget(Container):
         self._image = cast(ComboBox, create_widget(label="Image", annotation="napari.layers.Image"))
         self._new = PushButton(text="New annotation layer for this image")
         self._annotations = cast(ComboBox, create_widget(label="Annotations", annotation="napari.layers.Labels"))
-        convention = note(CONVENTION)
+        convention = text_line(CONVENTION)
         self._bg = PushButton(text="Background (1)")
         self._cell = PushButton(text="New cell (M)")
         paint = Container(widgets=[self._bg, self._cell], layout="horizontal", labels=False)
@@ -56,10 +57,10 @@ class FinetuneWidget(Container):
         self._tile = SpinBox(label="Tile (px)", value=252, min=92, max=1024, step=16,
                              tooltip="training tile edge; smaller is faster on a CPU")
         self._train = PushButton(text="Fine-tune")
-        self._warnings = note("")
+        self._warnings = text_line("")
         self._warnings.native.setStyleSheet("color: #e3b341")
         self._warnings.visible = False
-        self._status = note("")
+        self._status = text_line("")
         self._path = FileEdit(label="Save to", mode="w", filter="napari-unet model (*.safetensors)")
         self._save = PushButton(text="Save fine-tuned model", enabled=False)
         self.extend([form(self._image, self._new, self._annotations), convention, paint,
@@ -88,12 +89,12 @@ class FinetuneWidget(Container):
     def new_annotation_layer(self):
         image = self._image.value
         if image is None:
-            tell(self._status, "Open or choose an image layer first", error=True)
+            show_status(self._status, "Open or choose an image layer first", error=True)
             return None
         layer = self._viewer.add_labels(
             np.zeros(plane_shape(image), dtype=np.uint16), name=f"{image.name} annotations",
             scale=tuple(image.scale), translate=tuple(image.translate),
-            metadata={KEY: {"role": "annotations", "source": link(image)}},
+            metadata={KEY: {"role": "annotations", "source": layer_id(image)}},
         )
         layer.brush_size = max(3, min(plane_shape(image)[-2:]) // 60)
         layer.bind_key("m", new_cell, overwrite=True)
@@ -108,12 +109,12 @@ class FinetuneWidget(Container):
         """Training images/labels from the chosen annotations and every annotation layer made
         here whose image is still open; validation pairs from "Validate on"."""
         chosen, valid = self._annotations.value, self._valid.value
-        layers = [lyr for lyr in self._viewer.layers if info(lyr).get("role") == "annotations"]
+        layers = [lyr for lyr in self._viewer.layers if plugin_metadata(lyr).get("role") == "annotations"]
         if chosen is not None and chosen not in layers:
             layers.insert(0, chosen)
         images, labels, rgb = [], [], set()
         for lab in layers + ([valid] if valid is not None else []):
-            if info(lab).get("role") == "labels":
+            if plugin_metadata(lab).get("role") == "labels":
                 raise ValueError(f"{lab.name!r} holds segmentation results (0 = background), not annotations "
                                  "(0 = not annotated, 1 = background, 2.. = cells): make an annotation layer")
         for lab in layers:
@@ -142,11 +143,11 @@ class FinetuneWidget(Container):
         try:
             images, labels, validation, channel_axis = self._training_data()
         except ValueError as e:
-            tell(self._status, str(e), error=True)
+            show_status(self._status, str(e), error=True)
             return
         if not images:
-            tell(self._status, "Nothing painted yet: create an annotation layer and paint background (1) "
-                               "and a few cells (2, 3, ...)", error=True)
+            show_status(self._status, "Nothing painted yet: create an annotation layer and paint background (1) "
+                                      "and a few cells (2, 3, ...)", error=True)
             return
         self._warnings.value = ""
         self._warn(annotation_warnings(labels))
@@ -168,7 +169,7 @@ class FinetuneWidget(Container):
         self._plot.reset()
         self._plot.setVisible(True)
         self._train.enabled = False
-        tell(self._status, f"Fine-tuning on {len(images)} image(s): {painted} painted pixels, {cells} cells ...")
+        show_status(self._status, f"Fine-tuning on {len(images)} image(s): {painted} painted pixels, {cells} cells ...")
 
         def trained(res):
             self._trained(res, source.get("name", ""))
@@ -176,7 +177,7 @@ class FinetuneWidget(Container):
         self.job = Job(
             work, desc="Fine-tuning", count=lambda p: (p.iteration, p.iterations),
             on_progress=self._iteration, on_returned=trained,
-            on_error=lambda exc: tell(self._status, f"Fine-tuning failed: {reason(exc)}", error=True),
+            on_error=lambda exc: show_status(self._status, f"Fine-tuning failed: {reason(exc)}", error=True),
             on_finished=self._finished, keep_cancelled_result=True, owner=self.native, view=self.progress,
             on_warning=lambda text: self._warn([text]),
         )
@@ -196,7 +197,7 @@ class FinetuneWidget(Container):
         self.result = result
         h = result.history
         if not h:
-            tell(self._status, "Cancelled before the first iteration: the model is unchanged")
+            show_status(self._status, "Cancelled before the first iteration: the model is unchanged")
             return
         model = result.model
         start_name = model.name
@@ -228,13 +229,13 @@ class FinetuneWidget(Container):
             self._path.value = folder_for(self._viewer, self._image.value) / f"{model.name}.safetensors"
         image = self._image.value
         if image is None:
-            tell(self._status, summary)
+            show_status(self._status, summary)
             return
-        tell(self._status, f"{summary} Segmenting {image.name} again ...")
+        show_status(self._status, f"{summary} Segmenting {image.name} again ...")
 
         def resegmented():
             if self.job.outcome == "returned":
-                tell(self._status, f"{summary} {self._status.value}")
+                show_status(self._status, f"{summary} {self._status.value}")
             self._finished()
 
         self.job = segment_layer(self._viewer, image, status=self._status, on_finished=resegmented,
@@ -263,6 +264,6 @@ class FinetuneWidget(Container):
 
             save_model(self.result.model, path, overwrite=existed)
         except (OSError, ValueError) as e:
-            tell(self._status, f"Could not save the model: {reason(e)}", error=True)
+            show_status(self._status, f"Could not save the model: {reason(e)}", error=True)
             return
-        tell(self._status, f"Model saved to {path}")
+        show_status(self._status, f"Model saved to {path}")

@@ -11,7 +11,7 @@ from pathlib import Path
 from napari_unet.blockwise import is_out_of_core  # noqa: F401  (numpy and scipy only)
 
 from ._jobs import Job
-from ._layers import reason, tell
+from ._layers import reason, show_status
 from ._session import session
 
 #: where results go for a layer that was not opened from a file
@@ -69,14 +69,14 @@ def segment_layer_out_of_core(viewer, layer, *, status=None, on_finished=None, o
         viewer.add_labels(levels, multiscale=True, name=f"{title} labels", scale=scale,
                           metadata={"napari_unet": {"role": "labels", "source": title, "path": str(res.labels)}})
         message = f"{title}: {res.n_objects} objects found with {model.name}; labels saved in {res.labels}"
-        tell(status, message)
+        show_status(status, message)
         session.segmented.emit(message)
 
     job = Job(
         work, desc=f"Segmenting {title} block by block", count=lambda v: (v[1], v[2]), on_progress=progress,
         on_returned=returned,
-        on_error=lambda exc: tell(status, f"Segmentation failed: {reason(exc)}", error=True),
-        on_cancelled=lambda: tell(status, f"Segmentation of {title} cancelled: segment again to resume"),
+        on_error=lambda exc: show_status(status, f"Segmentation failed: {reason(exc)}", error=True),
+        on_cancelled=lambda: show_status(status, f"Segmentation of {title} cancelled: segment again to resume"),
         on_finished=on_finished, owner=owner, view=view,
     )
     return job

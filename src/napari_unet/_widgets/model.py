@@ -11,7 +11,7 @@ from magicgui.widgets import ComboBox, Container, FileEdit, PushButton
 from qtpy.QtCore import QTimer
 
 from ._jobs import Job
-from ._layers import form, note, reason, tell
+from ._layers import form, reason, show_status, text_line
 from ._progress import ProgressRow
 from ._session import builtin_names, session
 from ._words import model_file_problem
@@ -45,8 +45,8 @@ class ModelWidget(Container):
         self._export = PushButton(text="Export model (bioimage.io)...",
                                   tooltip="save the current model as a bioimage.io model package (zip)")
         self._device = ComboBox(label="Device", choices=_devices(), value=session.device)
-        self._info = note("No model loaded yet.")
-        self._status = note("" if names else "no built-in model installed: load a model file")
+        self._info = text_line("No model loaded yet.")
+        self._status = text_line("" if names else "no built-in model installed: load a model file")
         self.extend([form(self._builtin, self._file, self._load_file, self._device), self._info, self._status, self._export])
         self.progress = progress
         if progress is None:  # on its own (not in the panel): its own progress row
@@ -71,11 +71,11 @@ class ModelWidget(Container):
         if self._autoload is not None:
             self._autoload.stop()  # a choice of the user's wins over the default
         if not source or source == ".":
-            tell(self._status, "Choose a model file first", error=True)
+            show_status(self._status, "Choose a model file first", error=True)
             return
         if self._job is not None and self._job.running:
             self._job.cancel()  # its result is dropped; the newest choice wins
-        tell(self._status, f"Loading {source} ...")
+        show_status(self._status, f"Loading {source} ...")
         builtin = source in builtin_names()
 
         def work(report, cancelled):
@@ -89,7 +89,7 @@ class ModelWidget(Container):
             # a bioimage.io package's refusal already says what it holds and what is supported
             why = reason(exc) if builtin or isinstance(exc, BioimageioError) else model_file_problem(source, exc)
             kept = f" {session.model.name} stays the current model." if session.model is not None else ""
-            tell(self._status, f"Could not load the model: {why.rstrip('.')}.{kept}", error=True)
+            show_status(self._status, f"Could not load the model: {why.rstrip('.')}.{kept}", error=True)
 
         self._job = Job(
             work, desc=f"Loading model {Path(source).name}",
@@ -120,10 +120,10 @@ class ModelWidget(Container):
                 self._device.value = session.device if session.device in self._device.choices else "auto"
         try:
             runs_on = str(resolve_device(session.device))
-            tell(self._status, "")
+            show_status(self._status, "")
         except DeviceError as e:
             runs_on = "unavailable"
-            tell(self._status, str(e), error=True)
+            show_status(self._status, str(e), error=True)
         channels = "1 (grey; colour images are averaged)" if m.in_channels == 1 else str(m.in_channels)
         self._info.value = (
             f"<b>{html.escape(m.name)}</b> ({html.escape(Path(session.source).name)})<br>"

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ._jobs import Job
-from ._layers import image_data, reason, tell
+from ._layers import image_data, reason, show_status
 from ._session import builtin_names, session
 
 ZIP_FILTER = "bioimage.io model package (*.zip)"
@@ -41,7 +41,7 @@ def export_current_model(viewer, status, owner) -> Job | None:
 
     model = session.model
     if model is None:
-        tell(status, "Load a model first", error=True)
+        show_status(status, "Load a model first", error=True)
         return None
     path = ask_path(owner, Path.home() / f"{model.name}.zip")
     if path is None:
@@ -54,7 +54,7 @@ def export_current_model(viewer, status, owner) -> Job | None:
     active = viewer.layers.selection.active
     if model.in_channels > 1 and isinstance(active, napari.layers.Image):
         test_image = image_data(active)[0]
-    tell(status, f"Exporting {model.name} to {path.name} ...")
+    show_status(status, f"Exporting {model.name} to {path.name} ...")
 
     def work(report, cancelled):
         from napari_unet.bioimageio import export_bioimageio
@@ -65,7 +65,7 @@ def export_current_model(viewer, status, owner) -> Job | None:
 
     return Job(
         work, desc=f"Exporting {model.name}",
-        on_returned=lambda p: tell(status, f"Exported {model.name} to {p} (bioimage.io model package)"),
-        on_error=lambda exc: tell(status, f"Could not export the model: {reason(exc)}", error=True),
+        on_returned=lambda p: show_status(status, f"Exported {model.name} to {p} (bioimage.io model package)"),
+        on_error=lambda exc: show_status(status, f"Could not export the model: {reason(exc)}", error=True),
         owner=owner,
     )

@@ -9,7 +9,8 @@ import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, PushButton, SpinBox, create_widget
 
 from ._jobs import Job
-from ._layers import find_all, form, image_data, note, plane_shape, put, reason, tell
+from ._layers import (add_or_update_layer, find_plugin_layers, form, image_data, plane_shape, reason, show_status,
+                      text_line)
 from ._progress import ProgressRow
 from ._session import builtin_names, session
 
@@ -80,22 +81,22 @@ def segment_layer(viewer, layer, *, all_classes: bool = False, tta: bool = False
         else:
             parts = [(names[k], seg.probabilities[k], k == fg) for k in range(len(names)) if all_classes or k == fg]
         wanted = [part for part, _, _ in parts]
-        for lyr in find_all(viewer, "probabilities", source=layer):
+        for lyr in find_plugin_layers(viewer, "probabilities", source=layer):
             if lyr.metadata["napari_unet"].get("part") not in wanted:
                 viewer.layers.remove(lyr)  # from an earlier run: other classes or another model
         for part, data_k, visible in parts:
-            put(viewer, "image", data_k, role="probabilities", source=layer, part=part,
-                name=f"{name} {part} probability", colormap="magma", contrast_limits=(0.0, 1.0),
-                blending="additive", opacity=0.6, visible=visible)
-        put(viewer, "labels", seg.labels, role="labels", source=layer, name=f"{name} labels")
+            add_or_update_layer(viewer, "image", data_k, role="probabilities", source=layer, part=part,
+                                name=f"{name} {part} probability", colormap="magma", contrast_limits=(0.0, 1.0),
+                                blending="additive", opacity=0.6, visible=visible)
+        add_or_update_layer(viewer, "labels", seg.labels, role="labels", source=layer, name=f"{name} labels")
         message = f"{name}: {count_objects(seg.labels)} found with {model.name}"
-        tell(status, message)
+        show_status(status, message)
         session.segmented.emit(message)
 
     job = Job(
         work, desc=f"Segmenting {name}", on_progress=progress, on_returned=returned,
-        on_error=lambda exc: tell(status, f"Segmentation failed: {reason(exc)}", error=True),
-        on_cancelled=lambda: tell(status, f"Segmentation of {name} cancelled: no layer added"),
+        on_error=lambda exc: show_status(status, f"Segmentation failed: {reason(exc)}", error=True),
+        on_cancelled=lambda: show_status(status, f"Segmentation of {name} cancelled: no layer added"),
         on_finished=on_finished, owner=owner, view=view,
     )
     return job
@@ -183,10 +184,10 @@ class SegmentWidget(Container):
                              tooltip="test-time augmentation: a little more accurate on some images, "
                                      "eight times the time (docs/models.md)")
         self._run = PushButton(text="Segment")
-        self._model = note("Model:")
-        self._hint = note("")
+        self._model = text_line("Model:")
+        self._hint = text_line("")
         self._use = PushButton(text="Use the suggested model", visible=False)
-        self._status = note("")
+        self._status = text_line("")
         self.labelling = LabellingSettings()
         self.extend([form(self._image), self._model, self._hint, self._use, self._all, self._tta, self.labelling,
                      self._run, self._status])
@@ -199,7 +200,7 @@ class SegmentWidget(Container):
         self._image.changed.connect(self._show_model)
         session.follow(self, self._show_model)
         session.follow(self, self.labelling.load)
-        session.follow(self, lambda message: tell(self._status, message), "segmented")
+        session.follow(self, lambda message: show_status(self._status, message), "segmented")
         self._show_model()
 
     def _suggested(self) -> str:
@@ -231,17 +232,17 @@ class SegmentWidget(Container):
             return load_model(name)
 
         self.job = Job(work, desc=f"Loading model {name}", on_returned=lambda m: session.set_model(m, name),
-                       on_error=lambda exc: tell(self._status, f"Could not load {name}: {reason(exc)}", error=True),
+                       on_error=lambda exc: show_status(self._status, f"Could not load {name}: {reason(exc)}", error=True),
                        owner=self.native, view=self.progress)
 
     def run(self) -> None:
         layer = self._image.value
         if layer is None:
-            tell(self._status, "Open or choose an image layer first", error=True)
+            show_status(self._status, "Open or choose an image layer first", error=True)
             return
         if self.job is not None and self.job.running:
             return
-        tell(self._status, f"Segmenting {layer.name} ...")
+        show_status(self._status, f"Segmenting {layer.name} ...")
         self._run.enabled = False
         self.job = segment_layer(self._viewer, layer, all_classes=self._all.value, tta=self._tta.value,
                                  postprocessing=self.labelling.overrides(), status=self._status,

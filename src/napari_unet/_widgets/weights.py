@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
 import numpy as np
@@ -10,7 +9,10 @@ from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, create
 from napari.qt.threading import create_worker
 from qtpy.QtCore import QTimer
 
-from ._layers import find, form, info, note, put, reason, tell
+from napari_unet.stacks import StackWeights, weight_stack
+
+from ._layers import (add_or_update_layer, find_plugin_layer, form, plugin_metadata, reason, show_status,
+                      text_line)
 
 if TYPE_CHECKING:
     import napari.viewer
@@ -18,33 +20,9 @@ if TYPE_CHECKING:
 WARN_STYLE = "color: #e3b341"
 
 
-@dataclass
-class WeightPreview:
-    """The weight map of every plane and what the user should know about it."""
-
-    weights: np.ndarray
-    border_max: float  # the largest border term (0 when no two cells are close)
-    cells: int  # painted cells (values >= 2) in the plane with the most
-
-
-def weight_stack(labels: np.ndarray, w0: float, sigma: float, class_balance: bool) -> WeightPreview:
-    """:func:`napari_unet.weightmap.weight_map` of every 2D plane of ``labels``."""
-    from napari_unet.weightmap import class_weights, weight_map
-
-    labels = np.asarray(labels)
-    out = np.zeros(labels.shape, dtype=np.float32)
-    border, cells = 0.0, 0
-    for idx in np.ndindex(labels.shape[:-2]):
-        out[idx] = weight_map(labels[idx], w0=w0, sigma=sigma, class_balance=class_balance)
-        if labels[idx].any():
-            border = max(border, float((out[idx] - class_weights(labels[idx], class_balance)).max()))
-            cells = max(cells, int(np.unique(labels[idx][labels[idx] >= 2]).size))
-    return WeightPreview(out, border, cells)
-
-
 def layer_problem(layer) -> str:
     """Why the weight map of ``layer`` would mean nothing ("" when it follows the convention)."""
-    if info(layer).get("role") == "labels":
+    if plugin_metadata(layer).get("role") == "labels":
         return (f"{layer.name} is a segmentation result (0 = background), not annotations: its weight map "
                 "means nothing. Choose an annotation layer (0 = not annotated, 1 = background, 2.. = cells).")
     data = np.asarray(layer.data[0] if getattr(layer, "multiscale", False) else layer.data)
@@ -59,7 +37,7 @@ def layer_problem(layer) -> str:
     return ""
 
 
-def explain(preview: WeightPreview, w0: float, sigma: float) -> str:
+def explain(preview: StackWeights, w0: float, sigma: float) -> str:
     """What the map shows, and why w0 and sigma may seem to do nothing."""
     top = float(preview.weights.max())
     text = f"Largest weight {top:.2f}; 0 on unannotated pixels."
@@ -94,11 +72,11 @@ class WeightsWidget(Container):
         self._balance = CheckBox(text="class balance", value=True,
                                  tooltip="weigh background and cells so that each class counts as much in total")
         self._show = CheckBox(text="Show weight map", value=False)
-        self._warning = note("")
+        self._warning = text_line("")
         self._warning.native.setStyleSheet(WARN_STYLE)
         self._warning.visible = False
-        self._status = note("Where fine-tuning's loss insists (the paper's weight map, eq. 2), for a layer "
-                            "painted in the label convention of section 3.")
+        self._status = text_line("Where fine-tuning's loss insists (the paper's weight map, eq. 2), for a layer "
+                                 "painted in the label convention of section 3.")
         self.extend([form(self._source, self._w0, self._sigma), self._balance, self._show, self._warning,
                      self._status])
         self._timer = QTimer(self.native)
@@ -127,7 +105,8 @@ class WeightsWidget(Container):
         """An annotation layer made by the plugin, else a labels layer that is not a
         segmentation result; never the segmentation result when something else exists."""
         choices = [c for c in self._source.choices if c is not None]
-        ranked = sorted(choices, key=lambda lyr: {"annotations": 0, "labels": 2}.get(info(lyr).get("role"), 1))
+        rank = {"annotations": 0, "labels": 2}
+        ranked = sorted(choices, key=lambda lyr: rank.get(plugin_metadata(lyr).get("role"), 1))
         if ranked and ranked[0] is not self._source.value:
             self._source.value = ranked[0]
 
@@ -151,7 +130,7 @@ class WeightsWidget(Container):
         if self._layer is None:
             self._warning.visible = False
             return
-        overlay = find(self._viewer, "weights", self._layer)
+        overlay = find_plugin_layer(self._viewer, "weights", self._layer)
         if overlay is not None:
             overlay.visible = self._show.value
         self._timer.start()
@@ -177,19 +156,19 @@ class WeightsWidget(Container):
         )
         self._worker.start()
 
-    def _shown(self, layer, preview: WeightPreview, args) -> None:
+    def _shown(self, layer, preview: StackWeights, args) -> None:
         if layer is not self._layer or not self._show.value:
             return
         weights = preview.weights
-        overlay = put(self._viewer, "image", weights, role="weights", source=layer, name=f"{layer.name} weight map",
-                      colormap="inferno", blending="additive", opacity=0.7,
-                      contrast_limits=(0.0, max(float(weights.max()), 1e-3)))
+        overlay = add_or_update_layer(self._viewer, "image", weights, role="weights", source=layer,
+                                      name=f"{layer.name} weight map", colormap="inferno", blending="additive",
+                                      opacity=0.7, contrast_limits=(0.0, max(float(weights.max()), 1e-3)))
         overlay.colorbar.visible = True  # a colour bar with the weight values, in the canvas
         self.updates += 1
-        tell(self._status, explain(preview, args[0], args[1]))
+        show_status(self._status, explain(preview, args[0], args[1]))
 
     def _failed(self, exc) -> None:
-        tell(self._status, f"No weight map: {reason(exc)}", error=True)
+        show_status(self._status, f"No weight map: {reason(exc)}", error=True)
 
     def _done(self) -> None:
         self._worker = None
