@@ -59,7 +59,6 @@ def make_mosaic(path: Path, size: int) -> Path:
 
 
 def run_one(src: str, workers: int, out: str, in_memory: bool) -> dict:
-    import numpy as np
 
     from napari_unet.modelfile import load_model
 

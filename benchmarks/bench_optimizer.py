@@ -37,7 +37,7 @@ def main():
         ("sgd, momentum 0.99, lr 1e-2 (paper)", dict(optimizer="sgd", momentum=0.99, learning_rate=1e-2)),
         ("sgd, momentum 0.99, lr 1e-3 (paper)", dict(optimizer="sgd", momentum=0.99, learning_rate=1e-3)),
     ]
-    print(f"| optimiser | iterations | loss (last 50) | validation AP@0.5 | seconds |")
+    print("| optimiser | iterations | loss (last 50) | validation AP@0.5 | seconds |")
     print("|---|---:|---:|---:|---:|")
     for label, kw in runs:
         model = SegmentationModel.new(UNetConfig(base_channels=16), class_names=["background", "nucleus"])

@@ -14,14 +14,13 @@ import pytest
 import tifffile
 import torch
 import yaml
+from _helpers import tiny_model
 
 from napari_unet.bioimageio import BioimageioError, export_bioimageio, load_bioimageio
 from napari_unet.cli import main
 from napari_unet.modelfile import ModelFileError, load_model, save_model
 from napari_unet.normalize import Normalization
 from napari_unet.predict import predict_probabilities
-
-from _helpers import tiny_model
 
 pytest.importorskip("bioimageio.spec", reason="bioimageio.spec is not installed (pip install 'napari-unet[bioimageio]')")
 
@@ -385,13 +384,12 @@ def test_bioimageio_test_passes_for_builtin_models(name, tmp_path, offline):
 
 
 def test_bioimageio_test_passes_for_a_fine_tuned_model(tmp_path, offline):
+    from _helpers import simulated_strokes
     from scipy import ndimage as ndi
     from skimage.filters import threshold_otsu
 
     from napari_unet.samples import sample_image
     from napari_unet.train import TrainingConfig, train
-
-    from _helpers import simulated_strokes
 
     img = sample_image("nuclei")[:200, :200]
     inst, _ = ndi.label(img > threshold_otsu(img))

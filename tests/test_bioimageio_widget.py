@@ -12,10 +12,10 @@ pytest.importorskip("bioimageio.spec", reason="bioimageio.spec is not installed 
 
 
 def test_model_widget_opens_a_package_and_reports_a_refused_one(make_napari_viewer, qtbot, session, tmp_path):
+    from _helpers import tiny_model
+
     from napari_unet._widgets.model import ModelWidget
     from napari_unet.bioimageio import export_bioimageio
-
-    from _helpers import tiny_model
 
     rng = np.random.default_rng(0)
     pkg = export_bioimageio(tiny_model(), tmp_path / "tiny.zip", test_image=(rng.random((120, 120)) * 255).astype(np.uint8))
@@ -46,11 +46,11 @@ def test_model_widget_opens_a_package_and_reports_a_refused_one(make_napari_view
 
 
 def test_export_model_button_writes_a_package(make_napari_viewer, qtbot, session, tmp_path, monkeypatch):
+    from _helpers import tiny_model
+
     from napari_unet._widgets import model_export
     from napari_unet._widgets.model import ModelWidget
     from napari_unet.bioimageio import load_bioimageio
-
-    from _helpers import tiny_model
 
     viewer = make_napari_viewer()
     w = ModelWidget(viewer)

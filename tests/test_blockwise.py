@@ -2,11 +2,10 @@
 
 import numpy as np
 import pytest
+from _helpers import tiny_model
 
 from napari_unet.blockwise import BlockPlan, label_blockwise, merge_blocks
 from napari_unet.predict import labels_from_model_output
-
-from _helpers import tiny_model
 
 
 def assert_one_to_one(ref: np.ndarray, got: np.ndarray) -> None:
@@ -114,10 +113,10 @@ def test_real_nuclei_with_the_built_in_model_one_to_one():
 def test_segment_labels_large_planes_block_by_block_with_the_same_objects(monkeypatch):
     """Issue 7: a plane above postprocess.LARGE_PLANE is labelled block by block; objects crossing
     block faces keep one id, one-to-one with the whole-plane labels."""
+    from _helpers import tiny_model
+
     import napari_unet.blockwise as B
     import napari_unet.postprocess as P
-
-    from _helpers import tiny_model
 
     model = tiny_model()
     model.postprocessing = {"threshold": 0.5, "min_size": 0}

@@ -4,11 +4,10 @@ import os
 import numpy as np
 import pytest
 import tifffile
+from _helpers import tiny_model
 
 from napari_unet.cli import main
 from napari_unet.modelfile import save_model
-
-from _helpers import tiny_model
 
 
 @pytest.fixture
@@ -399,9 +398,10 @@ def test_model_header_with_a_string_threshold(tmp_path, image_file, capsys):
     m = tiny_model()
     m.postprocessing = {"threshold": 0.5}
     p = save_model(m, tmp_path / "m.safetensors")
-    from safetensors.torch import load_file, save_file
-    from safetensors import safe_open
     import json
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
 
     with safe_open(str(p), framework="pt") as f:
         meta = dict(f.metadata())

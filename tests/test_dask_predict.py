@@ -3,10 +3,10 @@ import pytest
 
 da = pytest.importorskip("dask.array")
 
+from _helpers import CountingArray, tiny_model
+
 from napari_unet.dask_predict import predict_dask
 from napari_unet.predict import predict_probabilities
-
-from _helpers import CountingArray, tiny_model
 
 
 @pytest.mark.parametrize("shape,block", [((300, 250), 64), ((97, 401), 100), ((2, 130, 90), 48)])

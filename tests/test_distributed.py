@@ -14,7 +14,9 @@ import pytest
 zarr = pytest.importorskip("zarr")
 pytest.importorskip("distributed")
 
+from _helpers import tiny_model
 from scipy import ndimage as ndi
+from test_blockwise import assert_one_to_one, crossing
 
 from napari_unet import cli
 from napari_unet.distributed import ClusterError, connect, segment_to_zarr
@@ -22,9 +24,6 @@ from napari_unet.modelfile import save_model
 from napari_unet.omezarr import ZarrInputError, open_labels_pyramid, open_source
 from napari_unet.predict import labels_from_model_output, predict_probabilities
 from napari_unet.tiling import Cancelled
-
-from _helpers import tiny_model
-from test_blockwise import assert_one_to_one, crossing
 
 TILE = 188
 RUN = dict(tile=TILE, precision="float32", device="cpu")

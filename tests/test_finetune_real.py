@@ -5,11 +5,10 @@ to bright out-of-focus debris, as on a microscope the model never saw)."""
 import numpy as np
 import pytest
 import tifffile
+from _helpers import DATA, needs_data, simulated_strokes
 
 from napari_unet.builtin import builtin_model_path
 from napari_unet.metrics import average_precision
-
-from _helpers import DATA, needs_data, simulated_strokes
 
 HELA = DATA / "ctc_fluo_n2dl_hela"
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from _helpers import tiny_model
+from test_train import blobs
 
 from napari_unet.train import (
     TrainingConfig,
@@ -13,9 +15,6 @@ from napari_unet.train import (
     holdout_split,
     train,
 )
-
-from _helpers import tiny_model
-from test_train import blobs
 
 FAST = dict(tile=124, elastic_sigma=4.0, validate_every=10)
 

@@ -5,12 +5,11 @@ import struct
 import numpy as np
 import pytest
 import torch
+from _helpers import tiny_model
 
 from napari_unet.modelfile import FORMAT_VERSION, ModelFileError, load_model, read_model_info, save_model
 from napari_unet.normalize import Normalization
 from napari_unet.predict import predict_probabilities
-
-from _helpers import tiny_model
 
 
 def test_round_trip_keeps_everything(tmp_path):

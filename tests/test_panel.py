@@ -101,8 +101,7 @@ def test_time_left_reads_like_a_person_says_it():
 
 
 def _leaves(root):
-    from qtpy.QtWidgets import (QAbstractButton, QAbstractSpinBox, QComboBox, QLabel, QLineEdit, QProgressBar,
-                                QWidget)
+    from qtpy.QtWidgets import QAbstractButton, QAbstractSpinBox, QComboBox, QLabel, QLineEdit, QProgressBar, QWidget
 
     from napari_unet._widgets._plot import TrainingPlot
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from _helpers import tiny_model
+
 from napari_unet.postprocess import PostProcessing, labels_from_model_output, labels_from_probabilities
 
 

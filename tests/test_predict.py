@@ -1,11 +1,10 @@
 import numpy as np
 import pytest
+from _helpers import tiny_model
 
 from napari_unet.device import DeviceError, resolve_device
 from napari_unet.model import UNetConfig
 from napari_unet.predict import InputError, as_planes, choose_tile, predict_probabilities, segment
-
-from _helpers import tiny_model
 
 
 def test_stack_is_processed_plane_by_plane_with_one_progress_count():

@@ -1,17 +1,15 @@
 """Bad input ends in a correct result or a one-line message: NaN/inf pixels, non-finite
 weights, channel mismatches, unlearnable annotations, what the API is given (issue 7)."""
 
-import warnings
 
 import numpy as np
 import pytest
 import torch
+from _helpers import tiny_model
 
 from napari_unet.modelfile import ModelFileError, load_model, save_model
 from napari_unet.normalize import Normalization, count_nonfinite
 from napari_unet.predict import InputError, NonFiniteError, predict_probabilities, segment
-
-from _helpers import tiny_model
 
 
 def _blobs(shape=(96, 96)):
@@ -78,8 +76,8 @@ def test_nan_weights_are_an_error_naming_the_cause(tmp_path):
     with pytest.raises(ValueError, match="NaN or infinite weights"):
         save_model(m, tmp_path / "nan.safetensors")
     # a file written by something else with NaN weights is refused at load
-    from safetensors.torch import load_file, save_file
     from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
 
     good = save_model(tiny_model(), tmp_path / "good.safetensors")
     with safe_open(str(good), framework="pt") as f:

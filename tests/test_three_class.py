@@ -4,17 +4,16 @@ augmentations, and test-time augmentation."""
 import numpy as np
 import pytest
 import torch
+from _helpers import tiny_model
 
 from napari_unet.augment import microscope, rescale
 from napari_unet.labels import boundary_mask, to_classes
-from napari_unet.modelfile import SegmentationModel
 from napari_unet.model import UNetConfig
+from napari_unet.modelfile import SegmentationModel
 from napari_unet.postprocess import foreground_of, labels_from_classes
 from napari_unet.predict import foreground_probability, predict_probabilities, segment
 from napari_unet.train import TrainingConfig, _Example, _sample, train
 from napari_unet.weightmap import class_weights
-
-from _helpers import tiny_model
 
 
 def _touching_pair():

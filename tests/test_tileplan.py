@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from _helpers import tiny_model
+
 from napari_unet.predict import Predictor, predict_probabilities
 from napari_unet.tileplan import TilePlan, choose_tile, plan_tiles, round_tile
 

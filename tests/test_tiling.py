@@ -1,13 +1,13 @@
+import threading
+
 import numpy as np
 import pytest
-import threading
 import torch
+from _helpers import CountingArray, tiny_model
 
 from napari_unet.model import context_margin, output_size, valid_input_size
 from napari_unet.predict import predict_probabilities
 from napari_unet.tiling import Cancelled, predict_tiled, read_mirrored, reflect_index
-
-from _helpers import CountingArray, tiny_model
 
 
 def untiled_reference(model, image):

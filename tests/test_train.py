@@ -2,11 +2,10 @@ import threading
 
 import numpy as np
 import pytest
+from _helpers import tiny_model
 
 from napari_unet.modelfile import load_model
 from napari_unet.train import Progress, TrainingConfig, train, weighted_cross_entropy
-
-from _helpers import tiny_model
 
 
 def blobs(seed=0, n=12, size=96):

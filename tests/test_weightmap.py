@@ -1,10 +1,9 @@
 import numpy as np
 import pytest
+from _helpers import DATA
 from scipy import ndimage as ndi
 
 from napari_unet.weightmap import border_weight, class_weights, two_nearest_distances, weight_map
-
-from _helpers import DATA
 
 
 def two_squares(gap):

@@ -17,6 +17,7 @@ from napari_unet._widgets.export import ExportWidget  # noqa: E402
 from napari_unet._widgets.model import ModelWidget  # noqa: E402
 from napari_unet._widgets.segment import SegmentWidget  # noqa: E402
 
+
 def wait_job(qtbot, widget, timeout=60_000):
     qtbot.waitUntil(lambda: widget.job is not None and not widget.job.running, timeout=timeout)
 

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 
 def write_labels(path: str, data, meta: dict) -> list[str]:
-    from napari_unet.io import full_resolution, write_labels as write
+    from napari_unet.io import full_resolution
+    from napari_unet.io import write_labels as write
 
     return [str(write(path, full_resolution(data), overwrite=True))]
 
 
 def write_probabilities(path: str, data, meta: dict) -> list[str]:
-    from napari_unet.io import full_resolution, write_probabilities as write
+    from napari_unet.io import full_resolution
+    from napari_unet.io import write_probabilities as write
 
     return [str(write(path, full_resolution(data), overwrite=True))]

@@ -25,8 +25,8 @@ How exact this is (tests/test_blockwise.py):
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 import numpy as np
 

@@ -382,11 +382,11 @@ def cmd_segment(args) -> int:
             current = p
             bars = []  # created at the first tile, so that an error prints alone
 
-            def progress(n_done, total, _name=p.name):
-                if not bars:
-                    bars.append(_progress_bar(total, _name, args.quiet or not sys.stderr.isatty()))
-                bars[0].n = n_done
-                bars[0].refresh()
+            def progress(n_done, total, _name=p.name, _bars=bars):
+                if not _bars:
+                    _bars.append(_progress_bar(total, _name, args.quiet or not sys.stderr.isatty()))
+                _bars[0].n = n_done
+                _bars[0].refresh()
 
             try:
                 image, axis = _read(p), channel_axis
@@ -408,9 +408,9 @@ def cmd_segment(args) -> int:
             finally:
                 for b in bars:
                     b.close()
-            results = [(outs[0], lambda q: write_labels(q, labels, overwrite=args.overwrite))]
+            results = [(outs[0], lambda q, _labels=labels: write_labels(q, _labels, overwrite=args.overwrite))]
             if args.probabilities:
-                results.append((outs[1], lambda q: write_probabilities(q, probs, overwrite=args.overwrite)))
+                results.append((outs[1], lambda q, _probs=probs: write_probabilities(q, _probs, overwrite=args.overwrite)))
             written, ok = _write_results(results, p.name, rescue)
             done.extend(written)
             finished += ok

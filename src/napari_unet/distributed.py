@@ -29,17 +29,33 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
-from .blockwise import (OUT_OF_CORE_PIXELS, BlockPlan, block_summary, default_halo, is_out_of_core,  # noqa: F401
-                        label_window, merge_blocks, postprocessing_params, uses_watershed)
+from .blockwise import (  # noqa: F401
+    OUT_OF_CORE_PIXELS,
+    BlockPlan,
+    block_summary,
+    default_halo,
+    is_out_of_core,
+    label_window,
+    merge_blocks,
+    postprocessing_params,
+    uses_watershed,
+)
 from .errors import first_line
-from .omezarr import ImageSource, ZarrInputError, array_source, create_labels_zarr, create_probabilities_zarr, \
-    open_source, pyramid_shapes
+from .omezarr import (
+    ImageSource,
+    ZarrInputError,
+    array_source,
+    create_labels_zarr,
+    create_probabilities_zarr,
+    open_source,
+    pyramid_shapes,
+)
 from .tiling import Cancelled, is_cancelled
 
 __all__ = ["ClusterError", "LargeSegmentation", "connect", "segment_to_zarr", "output_paths", "is_out_of_core",
@@ -178,9 +194,9 @@ def _task_predict(source: ImageSource, model, stats, settings: dict, region, pro
                   threads: int | None):
     import torch
 
+    from .model import alignment
     from .predict import Predictor
     from .tileplan import TilePlan, tile_margin
-    from .model import alignment
     from .tiling import Window
 
     if threads:

@@ -66,9 +66,8 @@ def save_model(model: SegmentationModel, path: str | os.PathLike, *, dtype: torc
 
 
 def _load_file(path: Path) -> SegmentationModel:
-    from safetensors.torch import load_file
-
     from safetensors import safe_open
+    from safetensors.torch import load_file
 
     header = read_model_info(path)
     try:

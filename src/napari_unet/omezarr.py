@@ -14,9 +14,9 @@ probabilities as a ``(c, y, x)`` float32 image.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 

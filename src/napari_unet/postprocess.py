@@ -91,13 +91,13 @@ class PostProcessing:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict | None) -> "PostProcessing":
+    def from_dict(cls, d: dict | None) -> PostProcessing:
         """From a header's dict: missing (or None) settings take the defaults; keys this version
         does not know (written by a newer one) are ignored."""
         return cls().replace(**{k: v for k, v in (d or {}).items() if k in _CHECKS})
 
     @classmethod
-    def coerce(cls, value) -> "PostProcessing":
+    def coerce(cls, value) -> PostProcessing:
         """``value`` itself, or a :class:`PostProcessing` made from a dict (or None: defaults)."""
         if isinstance(value, cls):
             return value
@@ -105,7 +105,7 @@ class PostProcessing:
             return cls.from_dict(value)
         raise ValueError(f"postprocessing must be a PostProcessing or a dict, not {type(value).__name__}")
 
-    def replace(self, **overrides) -> "PostProcessing":
+    def replace(self, **overrides) -> PostProcessing:
         """A copy with ``overrides`` (None keeps the current value; an unknown name is refused)."""
         unknown = sorted(set(overrides) - set(_CHECKS))
         if unknown:

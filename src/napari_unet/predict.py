@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import copy
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
 from .device import autocast, bf16_is_fast, resolve_device, resolve_precision
 from .errors import InputError
-from .segmentation_model import SegmentationModel
 from .postprocess import PostProcessing, foreground_of, labels_from_model_output, labels_from_probabilities
+from .segmentation_model import SegmentationModel
 from .tileplan import TilePlan, choose_tile, peak_bytes_per_pixel, plan_tiles
 from .tiling import TileGrid, predict_tiled
 
@@ -149,7 +149,7 @@ def as_planes(image, in_channels: int, channel_axis: int | None = None):
     if any(s == 0 for s in a.shape):
         raise InputError(f"the image is empty (shape {tuple(a.shape)})")
     dtype = np.dtype(a.dtype)
-    if not (np.issubdtype(dtype, np.number) or dtype == bool) or np.issubdtype(dtype, np.complexfloating):
+    if not (np.issubdtype(dtype, np.number) or dtype == np.bool_) or np.issubdtype(dtype, np.complexfloating):
         raise InputError(f"cannot segment an image of type {dtype}; give integer or float pixels")
     shape = tuple(a.shape)
     if channel_axis is None:
@@ -282,7 +282,7 @@ class Predictor:
 
     @classmethod
     def for_plane(cls, model: SegmentationModel, plane_shape: Sequence[int], *, device="auto", tile=None,
-                  batch_size=None, precision="auto", memory_budget=None) -> "Predictor":
+                  batch_size=None, precision="auto", memory_budget=None) -> Predictor:
         """A predictor with the plan for ``(H, W)`` planes (:func:`~napari_unet.tileplan.plan_tiles`)."""
         dev = resolve_device(device)
         prec = resolve_precision(precision, dev)

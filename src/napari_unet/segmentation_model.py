@@ -52,7 +52,7 @@ class SegmentationModel:
         return self.config.in_channels
 
     @classmethod
-    def new(cls, config: UNetConfig | None = None, **kwargs) -> "SegmentationModel":
+    def new(cls, config: UNetConfig | None = None, **kwargs) -> SegmentationModel:
         """A freshly initialised model (He initialisation); refused before allocating when its
         weights (with gradients and optimiser state, four copies) cannot fit in memory."""
         import math

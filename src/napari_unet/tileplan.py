@@ -8,8 +8,8 @@ tiles, :func:`peak_bytes_per_pixel` (measured, with a margin) refuses a tile tha
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from .errors import InputError
 from .model import UNetConfig, alignment, context_margin, is_valid_input_size, output_size, valid_input_size

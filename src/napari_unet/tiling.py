@@ -13,7 +13,7 @@ on the fly, so memory holds the output and a batch of tiles, never a padded copy
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 

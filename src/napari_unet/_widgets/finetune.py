@@ -11,8 +11,19 @@ from magicgui.widgets import ComboBox, Container, FileEdit, PushButton, SpinBox,
 
 from ._annotations import CONVENTION, background, new_cell, plane_pairs
 from ._jobs import Job
-from ._layers import (KEY, Overwrite, folder_for, form, layer_id, plane_shape, plugin_metadata, reason, show_status,
-                      source_of, text_line)
+from ._layers import (
+    KEY,
+    Overwrite,
+    folder_for,
+    form,
+    layer_id,
+    plane_shape,
+    plugin_metadata,
+    reason,
+    show_status,
+    source_of,
+    text_line,
+)
 from ._plot import TrainingPlot
 from ._progress import ProgressRow
 from ._session import session

@@ -9,8 +9,16 @@ import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, PushButton, SpinBox, create_widget
 
 from ._jobs import Job
-from ._layers import (add_or_update_layer, find_plugin_layers, form, image_data, plane_shape, reason, show_status,
-                      text_line)
+from ._layers import (
+    add_or_update_layer,
+    find_plugin_layers,
+    form,
+    image_data,
+    plane_shape,
+    reason,
+    show_status,
+    text_line,
+)
 from ._progress import ProgressRow
 from ._session import builtin_names, session
 

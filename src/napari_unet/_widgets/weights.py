@@ -11,8 +11,7 @@ from qtpy.QtCore import QTimer
 
 from napari_unet.stacks import StackWeights, weight_stack
 
-from ._layers import (add_or_update_layer, find_plugin_layer, form, plugin_metadata, reason, show_status,
-                      text_line)
+from ._layers import add_or_update_layer, find_plugin_layer, form, plugin_metadata, reason, show_status, text_line
 
 if TYPE_CHECKING:
     import napari.viewer
