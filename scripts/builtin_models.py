@@ -286,9 +286,14 @@ def cmd_score(name, precision="float32", tag="", device="auto", tta=False):
     return res
 
 
-def cmd_install(name, tag=""):
-    model = load_model(RUNS / f"{name}{tag}.safetensors")
-    dst = ROOT / "src" / "napari_unet" / "models" / f"{name}.safetensors"
+def cmd_install(name, tag="", install_as=None):
+    """A float16 copy of the run file into the package, as built-in model ``install_as`` (default
+    ``name``); a run file that is already a built-in model can be renamed this way too."""
+    src = RUNS / f"{name}{tag}.safetensors"
+    model = load_model(src if src.exists() or install_as is None else name)
+    if install_as:
+        model.name = install_as
+    dst = ROOT / "src" / "napari_unet" / "models" / f"{install_as or name}.safetensors"
     save_model(model, dst, dtype=torch.float16, overwrite=True)
     print("wrote", dst, dst.stat().st_size // 1024, "KiB")
 
@@ -317,6 +322,7 @@ def main(argv=None):
     ap.add_argument("--tag", default="", help="suffix of the run file name (runs/NAME<tag>.safetensors)")
     ap.add_argument("--tta", action="store_true", help="score also with 8x test-time augmentation")
     ap.add_argument("--runs", help="folder for run files (default runs/)")
+    ap.add_argument("--as", dest="install_as", help="install: the built-in model's name (default NAME)")
     ap.add_argument("--data", help="data folder (default ../shared/data)")
     a = ap.parse_args(argv)
     if a.runs:
@@ -332,7 +338,7 @@ def main(argv=None):
     if a.step in ("score", "all"):
         cmd_score(a.name, a.precision if a.step == "score" and a.precision else "float32", a.tag, a.device, a.tta)
     if a.step == "install":
-        cmd_install(a.name, a.tag)
+        cmd_install(a.name, a.tag, a.install_as)
 
 
 if __name__ == "__main__":
