@@ -60,6 +60,7 @@ __all__ = [
     "holdout_split",
     "distillation_weight",
     "weighted_cross_entropy",
+    "matched_cell_scores",
 ]
 
 
@@ -82,7 +83,11 @@ class TrainingConfig:
     tiles centred anywhere in the images rather than on painted pixels; ``holdout`` is the
     fraction of painted objects held out to score the iterations against the start model when
     no validation data is given (0 = none: then the best iteration is chosen on the painted
-    pixels themselves). ``train_layers="decoder"`` freezes the contracting path.
+    pixels themselves). ``holdout_score="objects"`` scores the held-out cells as objects (each
+    counts the IoU of the predicted object that matches it above ``match_iou``, 0 when it is
+    lost, merged with a neighbour or split) and the held-out background by pixel agreement;
+    ``"pixels"`` by per-class pixel IoU, which cannot see merged cells.
+    ``train_layers="decoder"`` freezes the contracting path.
     """
 
     iterations: int = 500
@@ -122,6 +127,8 @@ class TrainingConfig:
     distill_confidence: bool = True  # scale the KL weight by the start model's confidence
     free_tiles: float = 0.25  # fine-tuning with distillation: share of tiles centred anywhere
     holdout: float = 0.2  # fine-tuning without validation data: share of painted objects held out
+    holdout_score: str = "objects"  # "objects": held-out cells matched as objects; "pixels": per-class pixel IoU
+    match_iou: float = 0.5  # "objects": a held-out cell counts when one predicted object overlaps it above this IoU
     train_layers: str = "all"  # "all" or "decoder" (contracting path frozen)
 
     def __post_init__(self):
@@ -152,6 +159,10 @@ class TrainingConfig:
             raise ValueError("free_tiles must be in [0, 1)")
         if not 0 <= self.holdout < 1:
             raise ValueError("holdout must be in [0, 1)")
+        if self.holdout_score not in ("objects", "pixels"):
+            raise ValueError("holdout_score must be 'objects' or 'pixels'")
+        if not 0 < self.match_iou < 1:
+            raise ValueError("match_iou must be in (0, 1)")
         if self.train_layers not in ("all", "decoder"):
             raise ValueError("train_layers must be 'all' or 'decoder'")
 
@@ -585,6 +596,65 @@ def _region_score(net, model: SegmentationModel, examples: list[_Example], regio
     return float(np.mean(ious)) if ious else 0.0
 
 
+@dataclass
+class _CellWindow:
+    example: int
+    y0: int
+    x0: int
+    cells: np.ndarray  # painted cell ids (h, w) to score as objects, 0 elsewhere
+
+
+def _cell_windows(ex_index: int, labels: np.ndarray, pad: int = 24) -> list[_CellWindow]:
+    """Windows around the painted cells of ``labels`` (groups of cells closer than ``2 * pad``
+    share one), with ``pad`` pixels of margin so that a predicted object that merges a cell
+    with an unpainted neighbour shows as larger than the cell."""
+    lab = np.asarray(labels)
+    cells = np.where(lab >= 2, lab, 0)
+    if not cells.any():
+        return []
+    H, W = cells.shape
+    near = ndi.distance_transform_edt(cells == 0) <= pad
+    comp, _ = ndi.label(near, structure=np.ones((3, 3), bool))
+    out = []
+    for sl in ndi.find_objects(comp):
+        if sl is not None:
+            win = cells[sl]
+            if win.any():
+                out.append(_CellWindow(ex_index, sl[0].start, sl[1].start, win.copy()))
+    return out
+
+
+def matched_cell_scores(predicted: np.ndarray, cells: np.ndarray, match_iou: float = 0.5) -> list[float]:
+    """Per painted cell (ids >= 1 in ``cells``): the IoU of the predicted instance (ids >= 1 in
+    ``predicted``) that matches it above ``match_iou``, or 0 when none does (the cell was
+    lost, merged with a neighbour into one object, or split). One value per cell, in id order."""
+    predicted, cells = np.asarray(predicted), np.asarray(cells)
+    sizes = np.bincount(predicted.ravel())
+    out = []
+    for v in np.unique(cells[cells > 0]):
+        m = cells == v
+        ids, overlap = np.unique(predicted[m], return_counts=True)
+        keep = ids > 0
+        ious = overlap[keep] / (m.sum() + sizes[ids[keep]] - overlap[keep]) if keep.any() else np.zeros(0)
+        best = float(ious.max()) if ious.size else 0.0
+        out.append(best if best > match_iou else 0.0)
+    return out
+
+
+def _cell_score(net, model: SegmentationModel, examples: list[_Example], windows: list[_CellWindow], device,
+                bf16: bool, match_iou: float) -> float:
+    """Mean over the cells in ``windows`` of :func:`matched_cell_scores` with the model's own
+    post-processing (threshold, seeds, smoothing, minimum size) on the predicted window."""
+    from .predict import labels_from_model_output
+
+    scores = []
+    for w in windows:
+        h, wd = w.cells.shape
+        probs = _window_probabilities(net, model, examples[w.example].image, w.y0, w.x0, h, wd, device, bf16)
+        scores += matched_cell_scores(labels_from_model_output(probs, model), w.cells, match_iou)
+    return float(np.mean(scores)) if scores else 0.0
+
+
 # --------------------------------------------------------------------------- the loss
 
 
@@ -794,7 +864,9 @@ def train(
 
     # how iterations are judged
     regions: list[_Region] = []
+    cell_windows: list[_CellWindow] = []
     anchors: list[_Region] = []
+    n_scored = 0
     if fine_tune and not validation:
         if held_labels is not None:
             scored_on = "held-out strokes"
@@ -806,10 +878,16 @@ def train(
                  "painted pixels themselves. Paint at least 4 cells and 4 background strokes for a fair check.")
         for i, lb in enumerate(src):
             lab = np.asarray(lb)
-            if lab.any():
+            if cfg.holdout_score == "objects":
+                # cells as objects (a merge or a loss shows), background by pixel agreement
+                cell_windows += _cell_windows(i, lab)
+                if (lab == 1).any():
+                    regions += _regions_of(i, np.where(lab == 1, 0, -1))
+            elif lab.any():
                 n_cls = model.config.n_classes
                 two = cfg.separate_touching and n_cls == 2
                 regions += _regions_of(i, to_classes(separate_touching(lab) if two else lab, n_cls, cfg.boundary_width))
+        n_scored = sum(int(np.count_nonzero(np.asarray(lb) > 0)) for lb in src)
         # where nobody painted and the start model was sure, it is the reference: a fine-tuned
         # model must gain more on the held-out strokes than it loses there
         far = [ndi.distance_transform_edt(~p) > max(2 * cfg.distill_distance, 32) if p.any() else np.ones(p.shape, bool)
@@ -830,10 +908,14 @@ def train(
             # a small held-out set is a noisy judge: it counts n / (n + HELD_OUT_PIXELS) as much as
             # the agreement with the start model
             parts, weights = [], []
+            held = []
+            if cell_windows:
+                held.append(_cell_score(net, model, examples, cell_windows, device, bf16, cfg.match_iou))
             if regions:
-                n = sum(int(np.count_nonzero(r.truth >= 0)) for r in regions)
-                parts.append(_region_score(net, model, examples, regions, device, bf16))
-                weights.append(n / (n + HELD_OUT_PIXELS) if anchors else 1.0)
+                held.append(_region_score(net, model, examples, regions, device, bf16))
+            if held:
+                parts.append(float(np.mean(held)))
+                weights.append(n_scored / (n_scored + HELD_OUT_PIXELS) if anchors else 1.0)
             if anchors:
                 parts.append(_region_score(net, model, examples, anchors, device, bf16))
                 weights.append(1.0)
