@@ -150,3 +150,19 @@ def test_a_candidate_that_merges_two_held_out_cells_scores_below_the_start(score
         assert start == pytest.approx(1.0) and merged == pytest.approx(0.5)  # cells 0, background 1
     else:  # the pixel score cannot see the merge: the reason for "objects"
         assert start == merged == pytest.approx(1.0)
+
+
+def test_a_large_held_out_cell_merged_with_an_unpainted_neighbour_counts_zero():
+    # EM-sized regions: the window must see enough of the merged neighbour for the IoU to fall
+    img = np.zeros((160, 200), np.float32)
+    img[20:140, 10:90] = 1.0
+    img[20:140, 91:171] = 1.0
+    img[20:140, 90] = 0.5
+    lab = np.zeros(img.shape, np.uint16)
+    lab[20:140, 10:90] = 2  # only the left region is painted (and held out)
+    model = tiny_model(padding="same")
+    model.normalization = Normalization(mode="fixed")
+    cfg = TrainingConfig(tile=124)
+    judge = HeldOutJudge(model, [Example(img, np.zeros_like(lab), model, cfg)], [lab], [lab > 0], cfg)
+    start, merged = (judge.score(_Threshold(t), torch.device("cpu"), False) for t in (0.7, 0.3))
+    assert start == pytest.approx(1.0) and merged == 0.0

@@ -178,15 +178,17 @@ class _CellWindow:
 
 
 def _cell_windows(ex_index: int, labels: np.ndarray, pad: int = 24) -> list[_CellWindow]:
-    """Windows around the painted cells of ``labels`` (groups of cells closer than ``2 * pad``
-    share one), with ``pad`` pixels of margin so that a predicted object that merges a cell
-    with an unpainted neighbour shows as larger than the cell."""
+    """Windows around the painted cells of ``labels`` (groups of cells close to each other
+    share one), with a margin of ``pad`` pixels or the largest cell's extent if that is larger,
+    so that a predicted object that merges a cell with an unpainted neighbour of its size
+    shows as (about twice) larger than the cell, however large the cells are."""
     lab = np.asarray(labels)
     cells = np.where(lab >= 2, lab, 0)
     if not cells.any():
         return []
-    H, W = cells.shape
-    near = ndi.distance_transform_edt(cells == 0) <= pad
+    extent = max(max(sl[0].stop - sl[0].start, sl[1].stop - sl[1].start)
+                 for sl in ndi.find_objects(cells) if sl is not None)
+    near = ndi.distance_transform_edt(cells == 0) <= max(pad, extent)
     comp, _ = ndi.label(near, structure=np.ones((3, 3), bool))
     out = []
     for sl in ndi.find_objects(comp):
