@@ -151,6 +151,10 @@ def score(model, pairs):
     return float(np.mean(ious)), float(np.mean(aps))
 
 
+def _score(v):
+    return "-" if v is None else f"{v:.3f}"
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sets", nargs="+", default=["dsb", "hela", "gowt1", "em"])
@@ -179,8 +183,8 @@ def main(argv=None):
     changed = {k: v for k, v in vars(cfg).items() if getattr(TrainingConfig.for_strokes(), k) != v and k != "seed"}
     print(f"settings: TrainingConfig.for_strokes({', '.join(f'{k}={v!r}' for k, v in changed.items())}), "
           f"seed {args.seed}, {torch.get_num_threads()} threads")
-    print("| data set | style | painted px (objects) | IoU before | IoU after | AP@0.5 before | AP@0.5 after | kept start | seconds |")
-    print("|---|---|---:|---:|---:|---:|---:|---|---:|")
+    print("| data set | style | painted px (objects) | IoU before | IoU after | AP@0.5 before | AP@0.5 after | kept start | held-out score start -> best | seconds |")
+    print("|---|---|---:|---:|---:|---:|---:|---|---|---:|")
     for name in args.sets:
         model_name, pairs, k = load_set(name)
         model = load_model(model_name)
@@ -199,7 +203,8 @@ def main(argv=None):
             after = score(res.model, tests)
             print(f"| {name} ({len(tests)} images) | {style}: {STYLES[style]} | {np.count_nonzero(strokes)} "
                   f"({n_cells} cells) | {before[0]:.3f} | {after[0]:.3f} | {before[1]:.3f} | {after[1]:.3f} | "
-                  f"{'yes' if res.kept_start else f'no (it {res.best_iteration})'} | {sec:.0f} |", flush=True)
+                  f"{'yes' if res.kept_start else f'no (it {res.best_iteration})'} | {_score(res.start_score)} -> "
+                  f"{_score(res.best_score)} | {sec:.0f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@ from qtpy.QtCore import QPointF, QRectF, Qt
 from qtpy.QtGui import QColor, QFont, QPainter, QPainterPath, QPen
 from qtpy.QtWidgets import QSizePolicy, QWidget
 
+from napari_unet.training.smoothing import CURVE_SMOOTHING, smoothed
+
 LOSS = QColor("#f28e2b")
 SCORE = QColor("#59a14f")
 
@@ -39,7 +41,7 @@ class TrainingPlot(QWidget):
         self.iterations = p.iterations
         self.it.append(p.iteration)
         self.loss.append(p.loss)
-        self.ema.append(p.loss if not self.ema else 0.9 * self.ema[-1] + 0.1 * p.loss)
+        self.ema.append(smoothed(self.ema[-1] if self.ema else None, p.loss, CURVE_SMOOTHING))
         if p.validation_score is not None:
             self.score_it.append(p.iteration)
             self.score.append(p.validation_score)

@@ -1,0 +1,160 @@
+"""The settings of :func:`napari_unet.train.train` and what it reports (progress, result)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..modelfile import SegmentationModel
+
+__all__ = ["TrainingConfig", "STROKE_DEFAULTS", "Progress", "TrainingResult"]
+
+
+@dataclass
+class TrainingConfig:
+    """Settings of :func:`train`; every departure from the paper is an option.
+
+    ``optimizer="sgd"`` with ``momentum=0.99``, ``batch_size=1`` and a large ``tile`` is the
+    paper's recipe. The default is Adam with a cosine-decayed learning rate (see
+    docs/training.md for the comparison). ``precision="auto"`` trains under bfloat16 autocast
+    (float32 master weights) where the hardware runs bfloat16 natively, float32 elsewhere.
+    :meth:`for_strokes` gives the defaults measured for fine-tuning from a few strokes.
+
+    Fine-tuning options (used when ``fine_tune`` is true; ``None`` = true for a model that has
+    been trained before, i.e. whose provenance records training (``trained_from``,
+    ``training``, ``training_data`` or ``source``), false for a new network):
+    ``distillation`` weighs the KL divergence to the start model on unpainted pixels (0 = off),
+    ramping up with the distance from the strokes over ``distill_distance`` pixels and scaled
+    by the start model's confidence (``distill_confidence``); ``free_tiles`` is the fraction of
+    tiles centred anywhere in the images rather than on painted pixels; ``holdout`` is the
+    fraction of painted objects held out to score the iterations against the start model when
+    no validation data is given (0 = none: then the best iteration is chosen on the painted
+    pixels themselves). ``holdout_score="objects"`` scores the held-out cells as objects (each
+    counts the IoU of the predicted object that matches it above ``match_iou``, 0 when it is
+    lost, merged with a neighbour or split) and the held-out background by pixel agreement;
+    ``"pixels"`` by per-class pixel IoU, which cannot see merged cells.
+    ``train_layers="decoder"`` freezes the contracting path.
+    """
+
+    iterations: int = 500
+    tile: int = 428  # input tile edge (rounded to a valid size); 428 -> 244 output pixels
+    batch_size: int = 1
+    optimizer: str = "adam"  # "adam" or "sgd"
+    learning_rate: float = 1e-3
+    momentum: float = 0.99  # SGD only (the paper's value)
+    weight_decay: float = 0.0
+    lr_schedule: str = "cosine"  # "cosine" or "constant"
+    w0: float = 10.0
+    sigma: float = 5.0
+    class_balance: bool = True
+    separate_touching: bool = True  # train a 1-px background gap where two cells touch
+    elastic: bool = True
+    elastic_grid: int = 3
+    elastic_sigma: float = 10.0
+    max_rotation: float = 15.0
+    max_shift: float = 0.0
+    max_scale: float = 0.1
+    intensity: bool = True
+    # beyond the paper: magnification changes and what real microscopes do to images
+    # (augment.microscope); off by default for fine-tuning on the user's own images, on for
+    # the built-in models (scripts/builtin_models.py, docs/models.md)
+    max_zoom: float = 1.0  # magnification drawn log-uniformly in [1/max_zoom, max_zoom]
+    microscope: float = 0.0  # probability that a tile gets augment.microscope
+    boundary_width: int = 1  # three-class networks: boundary class width in pixels
+    workers: int = 0  # processes preparing tiles (0: in the training loop, reproducible)
+    validate_every: int = 50
+    seed: int = 0
+    precision: str = "auto"  # "float32", "bfloat16" (autocast + channels_last), or auto: bf16 where native
+    device: str = "auto"
+    stratify: bool = True  # tile centres drawn per painted class (and cell gaps), not per pixel
+    fine_tune: bool | None = None  # None: fine-tuning when the model has been trained before
+    distillation: float = 1.0  # weight of the KL term to the frozen start model (fine-tuning only)
+    distill_distance: float = 8.0  # pixels: the KL weight ramps from 0 at a stroke to ~1 at twice this
+    distill_confidence: bool = True  # scale the KL weight by the start model's confidence
+    free_tiles: float = 0.25  # fine-tuning with distillation: share of tiles centred anywhere
+    holdout: float = 0.2  # fine-tuning without validation data: share of painted objects held out
+    holdout_score: str = "objects"  # "objects": held-out cells matched as objects; "pixels": per-class pixel IoU
+    match_iou: float = 0.5  # "objects": a held-out cell counts when one predicted object overlaps it above this IoU
+    train_layers: str = "all"  # "all" or "decoder" (contracting path frozen)
+
+    def __post_init__(self):
+        for name in ("iterations", "tile", "batch_size", "validate_every"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+                raise ValueError(f"{name} must be a whole number >= 1, not {v!r}")
+        if self.optimizer not in ("adam", "sgd"):
+            raise ValueError(f"optimizer must be 'adam' or 'sgd', not {self.optimizer!r}")
+        if not (math.isfinite(self.learning_rate) and 0 < self.learning_rate <= 1):
+            raise ValueError(
+                f"learning_rate must be above 0 and at most 1, not {self.learning_rate}: larger steps diverge "
+                "(usual values 1e-4 to 1e-2)"
+            )
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"momentum must be in [0, 1), not {self.momentum}")
+        if not (math.isfinite(self.w0) and self.w0 >= 0 and math.isfinite(self.sigma) and self.sigma > 0):
+            raise ValueError(f"w0 must be >= 0 and sigma > 0 (got w0={self.w0}, sigma={self.sigma})")
+        if self.lr_schedule not in ("cosine", "constant"):
+            raise ValueError("lr_schedule must be 'cosine' or 'constant'")
+        if self.max_zoom < 1:
+            raise ValueError("max_zoom must be >= 1 (1 = no magnification change)")
+        if not 0 <= self.microscope <= 1:
+            raise ValueError("microscope is a probability, between 0 and 1")
+        if self.distillation < 0 or self.distill_distance < 0:
+            raise ValueError("distillation and distill_distance must be >= 0")
+        if not 0 <= self.free_tiles < 1:
+            raise ValueError("free_tiles must be in [0, 1)")
+        if not 0 <= self.holdout < 1:
+            raise ValueError("holdout must be in [0, 1)")
+        if self.holdout_score not in ("objects", "pixels"):
+            raise ValueError("holdout_score must be 'objects' or 'pixels'")
+        if not 0 < self.match_iou < 1:
+            raise ValueError("match_iou must be in (0, 1)")
+        if self.train_layers not in ("all", "decoder"):
+            raise ValueError("train_layers must be 'all' or 'decoder'")
+
+    @classmethod
+    def for_strokes(cls, **overrides) -> TrainingConfig:
+        """The defaults measured for fine-tuning a trained model from a few painted strokes
+        (docs/training.md), with ``overrides`` applied."""
+        base = dict(STROKE_DEFAULTS)
+        base.update(overrides)
+        return cls(**base)
+
+
+#: fine-tuning from strokes: chosen by measurement (docs/training.md, "Defaults for strokes")
+STROKE_DEFAULTS = dict(iterations=150, learning_rate=1e-4, tile=252, validate_every=25, fine_tune=True)
+
+
+@dataclass
+class Progress:
+    """What the loop reports after each iteration."""
+
+    iteration: int
+    iterations: int
+    loss: float
+    learning_rate: float
+    validation_score: float | None = None  # set on iterations where validation ran
+    best_score: float | None = None
+    seconds: float = 0.0
+
+
+@dataclass
+class TrainingResult:
+    """What :func:`train` returns. ``best_iteration`` 0 means the start model was kept
+    (``kept_start``); ``start_score`` is its held-out or validation score; ``warnings`` are
+    the plain-words remarks on the painting (also issued with :func:`warnings.warn`)."""
+
+    model: SegmentationModel
+    history: list[Progress] = field(default_factory=list)
+    best_iteration: int = 0
+    best_score: float | None = None
+    cancelled: bool = False
+    seconds: float = 0.0
+    start_score: float | None = None
+    kept_start: bool = False
+    warnings: list[str] = field(default_factory=list)
+    scored_on: str = ""  # "validation", "held-out strokes", "painted pixels" or "training loss"
+    checkpoint: Path | None = None  # the file this run wrote (None if it wrote none)

@@ -1,0 +1,312 @@
+"""Judging iterations against the start model: held-out painted objects (split and scoring) and validation data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy import ndimage as ndi
+
+from ..device import autocast
+from ..labels import separate_touching, to_classes, validate_labels
+from ..model import alignment
+from ..modelfile import SegmentationModel
+from ..tiling import reflect_index
+from .annotations import painted_objects
+from .config import TrainingConfig
+from .examples import Example
+
+__all__ = ["holdout_split", "matched_cell_scores", "HeldOutJudge", "validation_scores", "HELD_OUT_PIXELS"]
+
+#: held-out pixels at which the held-out strokes weigh half as much as the agreement with the start model
+HELD_OUT_PIXELS = 1000
+
+
+def holdout_split(labels_list, fraction: float = 0.2, seed: int = 0, min_objects: int = 4):
+    """Split painted labels into a training part and a held-out part, by whole objects.
+
+    Objects are the painted cells (one label value >= 2 each) and the background strokes
+    (8-connected pieces of label 1). For cells and for background separately: when at least
+    ``min_objects`` were painted, ``round(fraction * n)`` of them (at least one), drawn at
+    random with ``seed``, are held out; with fewer, none of that kind is. Returns
+    ``(train_labels, held_labels)``, two lists shaped like the input: held-out pixels are 0 in
+    the first, all other pixels 0 in the second.
+    """
+    rng = np.random.default_rng(seed)
+    bg, cells, comps = painted_objects(labels_list)
+    held = [np.zeros(np.shape(lab), bool) for lab in labels_list]
+    for objs, is_bg in ((bg, True), (cells, False)):
+        if fraction <= 0 or len(objs) < min_objects:
+            continue
+        k = max(1, int(round(fraction * len(objs))))
+        for j in rng.choice(len(objs), size=k, replace=False):
+            i, v = objs[j]
+            held[i] |= (comps[i] == v) if is_bg else (np.asarray(labels_list[i]) == v)
+    train_l = [np.where(h, 0, np.asarray(lab)).astype(np.asarray(lab).dtype) for h, lab in zip(held, labels_list)]
+    held_l = [np.where(h, np.asarray(lab), 0).astype(np.asarray(lab).dtype) for h, lab in zip(held, labels_list)]
+    return train_l, held_l
+
+
+@dataclass
+class _Region:
+    example: int
+    y0: int
+    x0: int
+    truth: np.ndarray  # classes (h, w), -1 = not scored
+
+
+def _regions_of(ex_index: int, classes: np.ndarray, chunk: int = 256, pad: int = 4) -> list[_Region]:
+    """Windows (at most ``chunk`` pixels a side) covering the scored pixels of ``classes``."""
+    out = []
+    H, W = classes.shape
+    comp, n = ndi.label(classes >= 0, structure=np.ones((3, 3), bool))
+    for sl in ndi.find_objects(comp):
+        if sl is None:
+            continue
+        ya, yb = max(sl[0].start - pad, 0), min(sl[0].stop + pad, H)
+        xa, xb = max(sl[1].start - pad, 0), min(sl[1].stop + pad, W)
+        for y in range(ya, yb, chunk):
+            for x in range(xa, xb, chunk):
+                t = classes[y : min(y + chunk, yb), x : min(x + chunk, xb)]
+                if (t >= 0).any():
+                    out.append(_Region(ex_index, y, x, t.copy()))
+    # windows of neighbouring objects overlap: score every pixel once
+    seen = {}
+    for r in out:
+        h, w = r.truth.shape
+        m = seen.setdefault(r.example, np.zeros((H, W), bool))
+        block = m[r.y0 : r.y0 + h, r.x0 : r.x0 + w]
+        r.truth = np.where(block, -1, r.truth)
+        block |= r.truth >= 0
+    return [r for r in out if (r.truth >= 0).any()]
+
+
+def _stand_ins(examples: list[Example], far_from_strokes: list[np.ndarray], cls: int, rng: np.random.Generator,
+               n: int = 4, size: int = 48) -> list[_Region]:
+    """Windows of pixels the start model is sure belong to class ``cls`` (p > 0.9) and far from
+    any stroke (``far_from_strokes`` masks): the start model's answer is the reference there, so
+    that a model that turns unpainted background into cells (or the reverse) scores worse
+    than the start model."""
+    pools = []
+    for i, (ex, far) in enumerate(zip(examples, far_from_strokes)):
+        if ex.teacher is not None:
+            sure = (ex.teacher[cls] > 0.9) & far
+            pools.append((i, sure, np.flatnonzero(sure)))
+    total = sum(f.size for _, _, f in pools)
+    if not total:
+        return []
+    starts = np.cumsum([0] + [f.size for _, _, f in pools])
+    out = []
+    for j in np.sort(rng.choice(total, size=min(n, total), replace=False)):
+        q = int(np.searchsorted(starts, j, side="right") - 1)
+        i, sure, flat = pools[q]
+        H, W = sure.shape
+        y, x = divmod(int(flat[j - starts[q]]), W)
+        y0 = int(min(max(y - size // 2, 0), max(H - size, 0)))
+        x0 = int(min(max(x - size // 2, 0), max(W - size, 0)))
+        win = sure[y0 : y0 + size, x0 : x0 + size]
+        out.append(_Region(i, y0, x0, np.where(win, cls, -1).astype(np.int64)))
+    return out
+
+
+def _window_probabilities(net, model: SegmentationModel, image: np.ndarray, y0: int, x0: int, h: int, w: int,
+                          device, bf16: bool) -> np.ndarray:
+    """Class probabilities (K, h, w) of the (normalised, (C, H, W)) ``image`` window at
+    (y0, x0), with the context the network needs read mirrored around it."""
+    from ..model import context_margin
+    from ..tileplan import SAME_HALO
+    from ..tileplan import min_tile_for as _min_tile_for
+
+    config = model.config
+    same = config.padding == "same"
+    margin = SAME_HALO if same else context_margin(config)
+    # windows start on the pooling grid, as the tiles of inference do (same output there)
+    a = alignment(config)
+    dy, dx = y0 % a, x0 % a
+    y0, x0, h0, w0, h, w = y0 - dy, x0 - dx, h, w, h + dy, w + dx
+    th, tw = _min_tile_for(config, h, margin), _min_tile_for(config, w, margin)
+    H, W = image.shape[-2:]
+    ys = reflect_index(np.arange(y0 - margin, y0 - margin + th), H)
+    xs = reflect_index(np.arange(x0 - margin, x0 - margin + tw), W)
+    x = torch.from_numpy(np.ascontiguousarray(image[:, ys][:, :, xs][None])).to(device)
+    if bf16:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode(), autocast(device, bf16):
+        y = torch.softmax(net(x).float(), dim=1)[0]
+    y = y[:, margin : margin + h, margin : margin + w] if same else y[:, :h, :w]
+    return y[:, dy : dy + h0, dx : dx + w0].cpu().numpy()
+
+
+def _predicted_classes(probs: np.ndarray, model: SegmentationModel) -> np.ndarray:
+    """Class per pixel as the model's post-processing sees it: the foreground class where its
+    probability is above the model's threshold, else the most probable other class."""
+    fg = model.foreground_class
+    thr = model.postprocessing.get("threshold", 0.5)
+    if probs.shape[0] == 3:  # background / interior / boundary: cell where interior + boundary > thr
+        return np.where(probs[1] + probs[2] > thr, 1 + probs[1:].argmax(axis=0), 0)
+    others = probs.copy()
+    others[fg] = -1.0
+    return np.where(probs[fg] > thr, fg, others.argmax(axis=0))
+
+
+def _region_score(net, model: SegmentationModel, examples: list[Example], regions: list[_Region], device,
+                  bf16: bool) -> float:
+    """Mean over the classes present in the truth of the per-class IoU on the scored pixels."""
+    k = model.config.n_classes
+    conf = np.zeros((k, k), np.int64)
+    for r in regions:
+        h, w = r.truth.shape
+        probs = _window_probabilities(net, model, examples[r.example].image, r.y0, r.x0, h, w, device, bf16)
+        pred = _predicted_classes(probs, model)
+        m = r.truth >= 0
+        conf += np.bincount(r.truth[m] * k + pred[m], minlength=k * k).reshape(k, k)
+    ious = []
+    for c in range(k):
+        n_truth, n_pred, tp = conf[c].sum(), conf[:, c].sum(), conf[c, c]
+        if n_truth:
+            ious.append(tp / (n_truth + n_pred - tp))
+    return float(np.mean(ious)) if ious else 0.0
+
+
+@dataclass
+class _CellWindow:
+    example: int
+    y0: int
+    x0: int
+    cells: np.ndarray  # painted cell ids (h, w) to score as objects, 0 elsewhere
+
+
+def _cell_windows(ex_index: int, labels: np.ndarray, pad: int = 24) -> list[_CellWindow]:
+    """Windows around the painted cells of ``labels`` (groups of cells close to each other
+    share one), with a margin of ``pad`` pixels or the largest cell's extent if that is larger,
+    so that a predicted object that merges a cell with an unpainted neighbour of its size
+    shows as (about twice) larger than the cell, however large the cells are."""
+    lab = np.asarray(labels)
+    cells = np.where(lab >= 2, lab, 0)
+    if not cells.any():
+        return []
+    extent = max(max(sl[0].stop - sl[0].start, sl[1].stop - sl[1].start)
+                 for sl in ndi.find_objects(cells) if sl is not None)
+    near = ndi.distance_transform_edt(cells == 0) <= max(pad, extent)
+    comp, _ = ndi.label(near, structure=np.ones((3, 3), bool))
+    out = []
+    for sl in ndi.find_objects(comp):
+        if sl is not None:
+            win = cells[sl]
+            if win.any():
+                out.append(_CellWindow(ex_index, sl[0].start, sl[1].start, win.copy()))
+    return out
+
+
+def matched_cell_scores(predicted: np.ndarray, cells: np.ndarray, match_iou: float = 0.5) -> list[float]:
+    """Per painted cell (ids >= 1 in ``cells``): the IoU of the predicted instance (ids >= 1 in
+    ``predicted``) that matches it above ``match_iou``, or 0 when none does (the cell was
+    lost, merged with a neighbour into one object, or split). One value per cell, in id order."""
+    predicted, cells = np.asarray(predicted), np.asarray(cells)
+    sizes = np.bincount(predicted.ravel())
+    out = []
+    for v in np.unique(cells[cells > 0]):
+        m = cells == v
+        ids, overlap = np.unique(predicted[m], return_counts=True)
+        keep = ids > 0
+        ious = overlap[keep] / (m.sum() + sizes[ids[keep]] - overlap[keep]) if keep.any() else np.zeros(0)
+        best = float(ious.max()) if ious.size else 0.0
+        out.append(best if best > match_iou else 0.0)
+    return out
+
+
+def _cell_score(net, model: SegmentationModel, examples: list[Example], windows: list[_CellWindow], device,
+                bf16: bool, match_iou: float) -> float:
+    """Mean over the cells in ``windows`` of :func:`matched_cell_scores` with the model's own
+    post-processing (threshold, seeds, smoothing, minimum size) on the predicted window."""
+    from ..postprocess import labels_from_model_output
+
+    scores = []
+    for w in windows:
+        h, wd = w.cells.shape
+        probs = _window_probabilities(net, model, examples[w.example].image, w.y0, w.x0, h, wd, device, bf16)
+        scores += matched_cell_scores(labels_from_model_output(probs, model), w.cells, match_iou)
+    return float(np.mean(scores)) if scores else 0.0
+
+
+def validation_scores(model: SegmentationModel, pairs, device="auto", precision="auto") -> dict:
+    """Scores of ``model`` on ``(image, labels)`` pairs (labels in the convention): foreground
+    IoU over annotated pixels, and average precision at IoU 0.5 when labels are complete."""
+    from ..metrics import average_precision
+    from ..postprocess import labels_from_model_output
+    from ..predict import foreground_probability, predict_probabilities
+
+    ious, aps = [], []
+    for image, labels in pairs:
+        lab = validate_labels(labels)
+        probs = predict_probabilities(image, model, device=device, precision=precision)
+        fg = foreground_probability(probs, model) > model.postprocessing.get("threshold", 0.5)
+        ann = lab > 0
+        truth = lab >= 2
+        inter = np.count_nonzero(fg & truth & ann)
+        union = np.count_nonzero((fg | truth) & ann)
+        ious.append(inter / union if union else 1.0)
+        if ann.all():
+            pred = labels_from_model_output(probs, model)
+            aps.append(average_precision(pred, np.where(lab >= 2, lab - 1, 0)))
+    out = {"iou": float(np.mean(ious))}
+    if aps:
+        out["ap50"] = float(np.mean(aps))
+    out["score"] = out.get("ap50", out["iou"])
+    return out
+
+
+class HeldOutJudge:
+    """Scores a network on painted objects it did not train on (``scored_labels``: the held-out
+    part, or all the painting when too little was painted to hold some out), plus its agreement
+    with the start model where that was sure and nobody painted (``painted`` masks).
+
+    With ``cfg.holdout_score == "objects"`` the held-out cells count as objects
+    (:func:`matched_cell_scores` under the model's post-processing, so a merge or a loss shows)
+    and the held-out background by pixel agreement; with ``"pixels"`` by per-class pixel IoU.
+    The held-out part weighs ``n / (n + HELD_OUT_PIXELS)`` (``n`` held-out pixels) against 1 for
+    the agreement: a small held-out set is a noisy judge."""
+
+    def __init__(self, model: SegmentationModel, examples: list[Example], scored_labels, painted,
+                 cfg: TrainingConfig):
+        self.model, self.examples, self.match_iou = model, examples, cfg.match_iou
+        self.regions: list[_Region] = []
+        self.cells: list[_CellWindow] = []
+        n_cls = model.config.n_classes
+        for i, lb in enumerate(scored_labels):
+            lab = np.asarray(lb)
+            if cfg.holdout_score == "objects":
+                self.cells += _cell_windows(i, lab)
+                if (lab == 1).any():
+                    self.regions += _regions_of(i, np.where(lab == 1, 0, -1))
+            elif lab.any():
+                two = cfg.separate_touching and n_cls == 2
+                self.regions += _regions_of(i, to_classes(separate_touching(lab) if two else lab, n_cls,
+                                                          cfg.boundary_width))
+        self.n_scored = sum(int(np.count_nonzero(np.asarray(lb) > 0)) for lb in scored_labels)
+        # where nobody painted and the start model was sure, it is the reference: a fine-tuned
+        # model must gain more on the held-out strokes than it loses there
+        far = [ndi.distance_transform_edt(~p) > max(2 * cfg.distill_distance, 32) if p.any() else np.ones(p.shape, bool)
+               for p in painted]
+        arng = np.random.default_rng(cfg.seed + 1)
+        self.anchors: list[_Region] = []
+        for c in range(n_cls):
+            self.anchors += _stand_ins(examples, far, c, arng)
+
+    def score(self, net, device, bf16: bool) -> float:
+        """The score of ``net`` (in eval mode), higher is better, 0 to 1."""
+        args = (net, self.model, self.examples)
+        held = []
+        if self.cells:
+            held.append(_cell_score(*args, self.cells, device, bf16, self.match_iou))
+        if self.regions:
+            held.append(_region_score(*args, self.regions, device, bf16))
+        parts, weights = [], []
+        if held:
+            parts.append(float(np.mean(held)))
+            weights.append(self.n_scored / (self.n_scored + HELD_OUT_PIXELS) if self.anchors else 1.0)
+        if self.anchors:
+            parts.append(_region_score(*args, self.anchors, device, bf16))
+            weights.append(1.0)
+        return float(np.average(parts, weights=weights)) if parts else 0.0

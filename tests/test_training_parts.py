@@ -1,0 +1,167 @@
+"""The parts of training on their own: learning-rate schedule, loss smoothing, best-model
+tracker, and the held-out check that scores painted cells as objects."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from _helpers import tiny_model
+
+from napari_unet.normalize import Normalization
+from napari_unet.train import BestModelTracker, LearningRateSchedule, TrainingConfig, matched_cell_scores
+from napari_unet.training.examples import Example
+from napari_unet.training.holdout import HeldOutJudge
+from napari_unet.training.smoothing import BEST_MODEL_SMOOTHING, CURVE_SMOOTHING, smoothed
+
+# --------------------------------------------------------------------------- learning-rate schedule
+
+
+def test_cosine_schedule_warms_up_then_decays_to_five_percent():
+    s = LearningRateSchedule(1e-3, 200, "cosine")
+    assert s.warmup == 20
+    warm = [s(i) for i in range(20)]
+    assert warm[0] == pytest.approx(1e-3 / 20) and warm[-1] == pytest.approx(1e-3)
+    assert all(a < b for a, b in zip(warm, warm[1:]))  # rises linearly
+    decay = [s(i) for i in range(20, 200)]
+    assert decay[0] == pytest.approx(1e-3)
+    assert all(a >= b for a, b in zip(decay, decay[1:]))  # never rises again
+    assert s(110) == pytest.approx(1e-3 * (0.05 + 0.95 * 0.5))  # half-way down the cosine
+    assert s(199) == pytest.approx(1e-3 * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * 179 / 180))))
+    assert s(200) == pytest.approx(0.05e-3)
+
+
+def test_short_runs_and_constant_schedule():
+    assert LearningRateSchedule(1e-2, 5).warmup == 0 and LearningRateSchedule(1e-2, 5)(0) == pytest.approx(1e-2)
+    s = LearningRateSchedule(3e-4, 150, "constant")
+    assert {s(i) for i in range(150)} == {3e-4}
+    cfg = TrainingConfig(iterations=150, learning_rate=1e-4, lr_schedule="cosine")
+    assert LearningRateSchedule.from_config(cfg)(14) == pytest.approx(1e-4)
+    with pytest.raises(ValueError, match="cosine"):
+        LearningRateSchedule(1e-3, 10, "step")
+
+
+# --------------------------------------------------------------------------- smoothing
+
+
+def test_one_smoothing_for_best_model_and_curve():
+    assert smoothed(None, 3.0, 0.9) == 3.0
+    assert smoothed(1.0, 3.0, CURVE_SMOOTHING) == pytest.approx(1.2)
+    assert smoothed(1.0, 3.0, BEST_MODEL_SMOOTHING) == pytest.approx(1.1)
+
+
+# --------------------------------------------------------------------------- best-model tracker
+
+
+def _net_with(value: float):
+    net = torch.nn.Linear(1, 1)
+    with torch.no_grad():
+        net.weight.fill_(value)
+    return net
+
+
+def test_tracker_keeps_start_until_strictly_beaten_and_later_ties_win(tmp_path):
+    from napari_unet.modelfile import load_model
+
+    model = tiny_model()
+    model.name = "start"
+    ck = tmp_path / "best.safetensors"
+    t = BestModelTracker(model, TrainingConfig(iterations=30), checkpoint=ck)
+    t.start({"weight": "start"}, 0.5)
+    assert not t.consider(0.5, 10, _net_with(1.0)) and t.iteration == 0 and not ck.exists()  # a tie keeps the start
+    assert not t.consider(0.4, 10, _net_with(1.0)) and t.state == {"weight": "start"}
+    net = model.network
+    assert t.consider(0.6, 20, net, done=19) and t.iteration == 20 and t.score == 0.6
+    saved = load_model(ck)
+    assert saved.provenance["best_iteration"] == 20 and saved.provenance["finished"] is False
+    assert saved.provenance["trained_from"] == "start" and saved.name == "start (training)"
+    assert t.consider(0.6, 30, net) and t.iteration == 30  # a later fine-tuned iteration may tie
+    assert not t.consider(0.59, 40, net) and t.iteration == 30
+    assert t.saved == [ck, ck]
+
+
+def test_tracker_without_start_takes_the_first_score_and_keeps_a_copy():
+    t = BestModelTracker(tiny_model(), TrainingConfig())
+    net = _net_with(2.0)
+    assert t.consider(-1.0, 1, net)
+    with torch.no_grad():
+        net.weight.fill_(5.0)  # training goes on: the kept state must not follow
+    assert float(t.state["weight"]) == 2.0 and t.saved == []
+
+
+# --------------------------------------------------------------------------- held-out cells as objects
+
+
+def test_matched_cell_scores_see_merges_losses_and_splits():
+    cells = np.zeros((10, 20), int)
+    cells[2:8, 2:9] = 1
+    cells[2:8, 10:17] = 2
+    both = np.where(cells > 0, 1, 0)
+    both[2:8, 9] = 1  # one object over both cells and the gap
+    assert matched_cell_scores(cells, cells) == [1.0, 1.0]
+    assert matched_cell_scores(both, cells) == [0.0, 0.0]  # merged: IoU 42/90 each
+    lost = np.where(cells == 1, 1, 0)
+    assert matched_cell_scores(lost, cells) == [1.0, 0.0]
+    split = cells.copy()
+    split[2:8, 2:5] = 3  # cell 1 cut in two pieces of 18 and 24 pixels: only the larger counts
+    assert matched_cell_scores(split, cells) == [pytest.approx(24 / 42), 1.0]
+    split[2:5, 5:9] = 4  # three pieces of 18, 12 and 12 pixels
+    assert matched_cell_scores(split, cells)[0] == 0.0  # no piece above IoU 0.5
+    grown = np.where(cells > 0, cells, 0)
+    grown[1, 2:9] = 1  # a row too many: IoU 42/49
+    assert matched_cell_scores(grown, cells)[0] == pytest.approx(42 / 49)
+    assert matched_cell_scores(grown, cells, match_iou=0.9)[0] == 0.0
+
+
+class _Threshold(torch.nn.Module):
+    """A stand-in network: cell where the (fixed-normalised) image is above ``t``."""
+
+    def __init__(self, t):
+        super().__init__()
+        self.t = t
+
+    def forward(self, x):
+        z = 20 * (x[:, :1] - self.t)
+        return torch.cat([-z, z], dim=1)
+
+
+@pytest.mark.parametrize("score", ["objects", "pixels"])
+def test_a_candidate_that_merges_two_held_out_cells_scores_below_the_start(score):
+    # two bright cells separated by a dim line; the start model splits them (threshold 0.7),
+    # the candidate merges them (threshold 0.3); the line itself is not painted
+    img = np.zeros((64, 64), np.float32)
+    img[20:40, 10:30] = 1.0
+    img[20:40, 31:51] = 1.0
+    img[20:40, 30] = 0.5
+    lab = np.zeros((64, 64), np.uint16)
+    lab[20:40, 10:30] = 2
+    lab[20:40, 31:51] = 3
+    lab[5:10, 5:60] = 1  # a held-out background stroke
+    model = tiny_model(padding="same")
+    model.normalization = Normalization(mode="fixed")
+    cfg = TrainingConfig(holdout_score=score, tile=124)
+    ex = Example(img, np.zeros_like(lab), model, cfg)
+    judge = HeldOutJudge(model, [ex], [lab], [lab > 0], cfg)
+    start, merged = (judge.score(_Threshold(t), torch.device("cpu"), False) for t in (0.7, 0.3))
+    if score == "objects":
+        assert start == pytest.approx(1.0) and merged == pytest.approx(0.5)  # cells 0, background 1
+    else:  # the pixel score cannot see the merge: the reason for "objects"
+        assert start == merged == pytest.approx(1.0)
+
+
+def test_a_large_held_out_cell_merged_with_an_unpainted_neighbour_counts_zero():
+    # EM-sized regions: the window must see enough of the merged neighbour for the IoU to fall
+    img = np.zeros((160, 200), np.float32)
+    img[20:140, 10:90] = 1.0
+    img[20:140, 91:171] = 1.0
+    img[20:140, 90] = 0.5
+    lab = np.zeros(img.shape, np.uint16)
+    lab[20:140, 10:90] = 2  # only the left region is painted (and held out)
+    model = tiny_model(padding="same")
+    model.normalization = Normalization(mode="fixed")
+    cfg = TrainingConfig(tile=124)
+    judge = HeldOutJudge(model, [Example(img, np.zeros_like(lab), model, cfg)], [lab], [lab > 0], cfg)
+    start, merged = (judge.score(_Threshold(t), torch.device("cpu"), False) for t in (0.7, 0.3))
+    assert start == pytest.approx(1.0) and merged == 0.0
