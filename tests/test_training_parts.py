@@ -113,6 +113,10 @@ def test_matched_cell_scores_see_merges_losses_and_splits():
     grown[1, 2:9] = 1  # a row too many: IoU 42/49
     assert matched_cell_scores(grown, cells)[0] == pytest.approx(42 / 49)
     assert matched_cell_scores(grown, cells, match_iou=0.9)[0] == 0.0
+    # partial credit: an unmatched cell counts a fraction of its best IoU, a lost one nothing
+    assert matched_cell_scores(both, cells, unmatched_credit=0.5) == [pytest.approx(0.5 * 42 / 90)] * 2
+    assert matched_cell_scores(lost, cells, unmatched_credit=0.5) == [1.0, 0.0]
+    assert matched_cell_scores(grown, cells, match_iou=0.9, unmatched_credit=0.5)[0] == pytest.approx(0.5 * 42 / 49)
 
 
 class _Threshold(torch.nn.Module):
@@ -146,7 +150,8 @@ def test_a_candidate_that_merges_two_held_out_cells_scores_below_the_start(score
     judge = HeldOutJudge(model, [ex], [lab], [lab > 0], cfg)
     start, merged = (judge.score(_Threshold(t), torch.device("cpu"), False) for t in (0.7, 0.3))
     if score == "objects":
-        assert start == pytest.approx(1.0) and merged == pytest.approx(0.5)  # cells 0, background 1
+        # cells: half their IoU with the merged object (400 / 820), background 1
+        assert start == pytest.approx(1.0) and merged == pytest.approx((0.5 * 400 / 820 + 1) / 2, abs=0.02)
     else:  # the pixel score cannot see the merge: the reason for "objects"
         assert start == merged == pytest.approx(1.0)
 
@@ -161,7 +166,26 @@ def test_a_large_held_out_cell_merged_with_an_unpainted_neighbour_counts_zero():
     lab[20:140, 10:90] = 2  # only the left region is painted (and held out)
     model = tiny_model(padding="same")
     model.normalization = Normalization(mode="fixed")
-    cfg = TrainingConfig(tile=124)
-    judge = HeldOutJudge(model, [Example(img, np.zeros_like(lab), model, cfg)], [lab], [lab > 0], cfg)
-    start, merged = (judge.score(_Threshold(t), torch.device("cpu"), False) for t in (0.7, 0.3))
-    assert start == pytest.approx(1.0) and merged == 0.0
+    for credit in (0.0, 0.5):
+        cfg = TrainingConfig(tile=124, unmatched_credit=credit)
+        judge = HeldOutJudge(model, [Example(img, np.zeros_like(lab), model, cfg)], [lab], [lab > 0], cfg)
+        start, merged = (judge.score(_Threshold(t), torch.device("cpu"), False) for t in (0.7, 0.3))
+        assert start == pytest.approx(1.0)
+        assert merged == 0.0 if credit == 0 else 0 < merged < 0.3  # at most half of IoU < 0.5
+
+
+def test_a_model_that_starts_to_find_missed_cells_beats_one_that_finds_none():
+    # the start model finds nothing (threshold above the image), the candidate finds a piece of
+    # each held-out cell (IoU 0.4, below the match threshold): partial credit lets it win
+    img = np.zeros((64, 64), np.float32)
+    img[20:40, 10:30] = 0.2
+    img[20:28, 10:30] = 0.6  # the part a fine-tuned model finds first
+    lab = np.zeros((64, 64), np.uint16)
+    lab[20:40, 10:30] = 2
+    model = tiny_model(padding="same")
+    model.normalization = Normalization(mode="fixed")
+    for credit, wins in ((0.0, False), (0.5, True)):
+        cfg = TrainingConfig(holdout_score="objects", tile=124, unmatched_credit=credit)
+        judge = HeldOutJudge(model, [Example(img, np.zeros_like(lab), model, cfg)], [lab], [lab > 0], cfg)
+        start, found = (judge.score(_Threshold(t), torch.device("cpu"), False) for t in (0.9, 0.4))
+        assert (found > start) is wins

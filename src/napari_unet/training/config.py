@@ -33,8 +33,11 @@ class TrainingConfig:
     fraction of painted objects held out to score the iterations against the start model when
     no validation data is given (0 = none: then the best iteration is chosen on the painted
     pixels themselves). ``holdout_score="objects"`` scores the held-out cells as objects (each
-    counts the IoU of the predicted object that matches it above ``match_iou``, 0 when it is
-    lost, merged with a neighbour or split) and the held-out background by pixel agreement;
+    counts the IoU of the predicted object that matches it above ``match_iou``; a cell that no
+    object matches, because it was lost, merged with a neighbour or split, counts only
+    ``unmatched_credit`` times its best IoU, so that a model that starts to find cells the start
+    model missed still scores above it, while a merge stays far below a match) and the held-out
+    background by pixel agreement;
     ``"pixels"`` by per-class pixel IoU, which cannot see merged cells.
     ``train_layers="decoder"`` freezes the contracting path.
     """
@@ -78,6 +81,7 @@ class TrainingConfig:
     holdout: float = 0.2  # fine-tuning without validation data: share of painted objects held out
     holdout_score: str = "objects"  # "objects": held-out cells matched as objects; "pixels": per-class pixel IoU
     match_iou: float = 0.5  # "objects": a held-out cell counts when one predicted object overlaps it above this IoU
+    unmatched_credit: float = 0.5  # "objects": fraction of its best IoU that an unmatched held-out cell counts
     train_layers: str = "all"  # "all" or "decoder" (contracting path frozen)
 
     def __post_init__(self):
@@ -112,6 +116,8 @@ class TrainingConfig:
             raise ValueError("holdout_score must be 'objects' or 'pixels'")
         if not 0 < self.match_iou < 1:
             raise ValueError("match_iou must be in (0, 1)")
+        if not 0 <= self.unmatched_credit < 1:
+            raise ValueError("unmatched_credit must be in [0, 1)")
         if self.train_layers not in ("all", "decoder"):
             raise ValueError("train_layers must be 'all' or 'decoder'")
 

@@ -199,10 +199,12 @@ def _cell_windows(ex_index: int, labels: np.ndarray, pad: int = 24) -> list[_Cel
     return out
 
 
-def matched_cell_scores(predicted: np.ndarray, cells: np.ndarray, match_iou: float = 0.5) -> list[float]:
+def matched_cell_scores(predicted: np.ndarray, cells: np.ndarray, match_iou: float = 0.5,
+                        unmatched_credit: float = 0.0) -> list[float]:
     """Per painted cell (ids >= 1 in ``cells``): the IoU of the predicted instance (ids >= 1 in
-    ``predicted``) that matches it above ``match_iou``, or 0 when none does (the cell was
-    lost, merged with a neighbour into one object, or split). One value per cell, in id order."""
+    ``predicted``) that matches it above ``match_iou``; when none does (the cell was lost,
+    merged with a neighbour into one object, or split), ``unmatched_credit`` times the best IoU
+    of any predicted instance (0 by default). One value per cell, in id order."""
     predicted, cells = np.asarray(predicted), np.asarray(cells)
     sizes = np.bincount(predicted.ravel())
     out = []
@@ -212,12 +214,12 @@ def matched_cell_scores(predicted: np.ndarray, cells: np.ndarray, match_iou: flo
         keep = ids > 0
         ious = overlap[keep] / (m.sum() + sizes[ids[keep]] - overlap[keep]) if keep.any() else np.zeros(0)
         best = float(ious.max()) if ious.size else 0.0
-        out.append(best if best > match_iou else 0.0)
+        out.append(best if best > match_iou else unmatched_credit * best)
     return out
 
 
 def _cell_score(net, model: SegmentationModel, examples: list[Example], windows: list[_CellWindow], device,
-                bf16: bool, match_iou: float) -> float:
+                bf16: bool, match_iou: float, unmatched_credit: float = 0.0) -> float:
     """Mean over the cells in ``windows`` of :func:`matched_cell_scores` with the model's own
     post-processing (threshold, seeds, smoothing, minimum size) on the predicted window."""
     from ..postprocess import labels_from_model_output
@@ -226,7 +228,7 @@ def _cell_score(net, model: SegmentationModel, examples: list[Example], windows:
     for w in windows:
         h, wd = w.cells.shape
         probs = _window_probabilities(net, model, examples[w.example].image, w.y0, w.x0, h, wd, device, bf16)
-        scores += matched_cell_scores(labels_from_model_output(probs, model), w.cells, match_iou)
+        scores += matched_cell_scores(labels_from_model_output(probs, model), w.cells, match_iou, unmatched_credit)
     return float(np.mean(scores)) if scores else 0.0
 
 
@@ -271,6 +273,7 @@ class HeldOutJudge:
     def __init__(self, model: SegmentationModel, examples: list[Example], scored_labels, painted,
                  cfg: TrainingConfig):
         self.model, self.examples, self.match_iou = model, examples, cfg.match_iou
+        self.unmatched_credit = cfg.unmatched_credit
         self.regions: list[_Region] = []
         self.cells: list[_CellWindow] = []
         n_cls = model.config.n_classes
@@ -299,7 +302,7 @@ class HeldOutJudge:
         args = (net, self.model, self.examples)
         held = []
         if self.cells:
-            held.append(_cell_score(*args, self.cells, device, bf16, self.match_iou))
+            held.append(_cell_score(*args, self.cells, device, bf16, self.match_iou, self.unmatched_credit))
         if self.regions:
             held.append(_region_score(*args, self.regions, device, bf16))
         parts, weights = [], []
