@@ -189,3 +189,36 @@ def test_a_model_that_starts_to_find_missed_cells_beats_one_that_finds_none():
         judge = HeldOutJudge(model, [Example(img, np.zeros_like(lab), model, cfg)], [lab], [lab > 0], cfg)
         start, found = (judge.score(_Threshold(t), torch.device("cpu"), False) for t in (0.9, 0.4))
         assert (found > start) is wins
+
+
+def test_a_candidate_that_grows_the_start_models_unpainted_objects_scores_below_it():
+    # discs with soft edges: a lower threshold grows every one of them by a few pixels; only one
+    # disc (far from the others) is painted, so the others are judged by the start model's objects
+    yy, xx = np.mgrid[:160, :160]
+    img = np.zeros((160, 160), np.float32)
+    centres = [(30, 30), (30, 110), (110, 30), (110, 110), (70, 70)]
+    for cy, cx in centres[1:]:
+        r = np.hypot(yy - cy, xx - cx)
+        img = np.maximum(img, np.clip((14 - r) / 8, 0, 1))
+    img[np.hypot(yy - 30, xx - 30) < 10] = 1.0  # the painted one has a hard edge: both find it alike
+    lab = np.zeros(img.shape, np.uint16)
+    lab[np.hypot(yy - 30, xx - 30) < 10] = 2  # one painted cell
+    lab[2:6, 2:20] = 1  # a background stroke
+    model = tiny_model(padding="same")
+    model.normalization = Normalization(mode="fixed")
+    cfg = TrainingConfig(holdout_score="objects", tile=124)
+    ex = Example(img, np.zeros_like(lab), model, cfg)
+    start_net = _Threshold(0.5)
+    with torch.no_grad():
+        ex.teacher = torch.softmax(start_net(torch.from_numpy(img)[None, None]), 1)[0].numpy()
+    gaps = []
+    for n in (12, 0):
+        cfg = TrainingConfig(holdout_score="objects", tile=124, anchor_objects=n)
+        judge = HeldOutJudge(model, [ex], [lab], [lab > 0], cfg)
+        assert bool(judge.object_anchors) == (n > 0)  # the unpainted discs are the reference objects
+        start = judge.score(start_net, torch.device("cpu"), False)
+        grown = judge.score(_Threshold(0.1), torch.device("cpu"), False)
+        gaps.append(start - grown)
+    # the held-out cell is found alike by both; the grown unpainted objects cost the candidate
+    # more with the object anchors than the pixels where the start model was sure alone
+    assert gaps[0] > gaps[1] + 0.02 and gaps[0] > 0.05, gaps

@@ -196,9 +196,9 @@ def test_fine_tuning_again_keeps_one_origin_in_the_description(make_napari_viewe
     w._painted = (1, 100, 3)
     w._trained(result, "tiny")
     assert session.model.description == ("tiny fine-tuned in napari on 1 image(s) (3 painted cells, 100 painted "
-                                         "pixels), 3 iterations. Started from tiny: small test model")
+                                         "pixels), 3 iterations. Started from tiny: test model")
     w._painted = (2, 300, 5)
     w._trained(result, session.source)  # fine-tuned again, from the fine-tuned model
     assert session.model.description == ("tiny fine-tuned in napari on 2 image(s) (5 painted cells, 300 painted "
-                                         "pixels), 3 iterations. Started from tiny: small test model")
+                                         "pixels), 3 iterations. Started from tiny: test model")
     assert session.model.name == "tiny-finetuned" and session.source == "tiny fine-tuned"

@@ -37,7 +37,9 @@ class TrainingConfig:
     object matches, because it was lost, merged with a neighbour or split, counts only
     ``unmatched_credit`` times its best IoU, so that a model that starts to find cells the start
     model missed still scores above it, while a merge stays far below a match) and the held-out
-    background by pixel agreement;
+    background by pixel agreement, and up to ``anchor_objects`` of the start model's own objects
+    far from the strokes must stay as they were (weighted by how well it did on the held-out
+    cells);
     ``"pixels"`` by per-class pixel IoU, which cannot see merged cells.
     ``train_layers="decoder"`` freezes the contracting path.
     """
@@ -82,6 +84,7 @@ class TrainingConfig:
     holdout_score: str = "objects"  # "objects": held-out cells matched as objects; "pixels": per-class pixel IoU
     match_iou: float = 0.5  # "objects": a held-out cell counts when one predicted object overlaps it above this IoU
     unmatched_credit: float = 0.5  # "objects": fraction of its best IoU that an unmatched held-out cell counts
+    anchor_objects: int = 12  # "objects": start-model objects far from the strokes that must stay as they were
     train_layers: str = "all"  # "all" or "decoder" (contracting path frozen)
 
     def __post_init__(self):
@@ -116,6 +119,8 @@ class TrainingConfig:
             raise ValueError("holdout_score must be 'objects' or 'pixels'")
         if not 0 < self.match_iou < 1:
             raise ValueError("match_iou must be in (0, 1)")
+        if self.anchor_objects < 0:
+            raise ValueError("anchor_objects must be 0 or more")
         if not 0 <= self.unmatched_credit < 1:
             raise ValueError("unmatched_credit must be in [0, 1)")
         if self.train_layers not in ("all", "decoder"):

@@ -110,6 +110,41 @@ def _stand_ins(examples: list[Example], far_from_strokes: list[np.ndarray], cls:
     return out
 
 
+def _object_anchors(model: SegmentationModel, examples: list[Example], far_from_strokes: list[np.ndarray],
+                    rng: np.random.Generator, n: int = 12) -> list[_CellWindow]:
+    """Windows around up to ``n`` objects of the start model's own instance labels that lie
+    wholly far from any stroke (``far_from_strokes`` masks), as cells to score like held-out
+    ones: a fine-tuned model that grows, shrinks, merges or loses the objects nobody painted
+    scores worse there than the start model, which pixels where it was sure cannot show
+    (object borders are where it is least sure)."""
+    from ..postprocess import labels_from_model_output
+
+    pool = []
+    labelled = {}
+    for i, (ex, far) in enumerate(zip(examples, far_from_strokes)):
+        if ex.teacher is None:
+            continue
+        lab = np.asarray(labels_from_model_output(ex.teacher, model))
+        if not lab.any():
+            continue
+        ids = np.unique(lab[lab > 0])
+        # objects with a pixel near a stroke are not reference objects
+        near_ids = np.unique(lab[(lab > 0) & ~far])
+        ids = np.setdiff1d(ids, near_ids)
+        labelled[i] = lab
+        pool += [(i, int(v)) for v in ids]
+    if not pool:
+        return []
+    chosen = [pool[j] for j in np.sort(rng.choice(len(pool), size=min(n, len(pool)), replace=False))]
+    out = []
+    for i in sorted({i for i, _ in chosen}):
+        lab = labelled[i]
+        keep = [v for j, v in chosen if j == i]
+        cells = np.where(np.isin(lab, keep), lab + 1, 0)  # ids >= 2, as painted cells
+        out += _cell_windows(i, cells)
+    return out
+
+
 def _window_probabilities(net, model: SegmentationModel, image: np.ndarray, y0: int, x0: int, h: int, w: int,
                           device, bf16: bool) -> np.ndarray:
     """Class probabilities (K, h, w) of the (normalised, (C, H, W)) ``image`` window at
@@ -268,7 +303,11 @@ class HeldOutJudge:
     (:func:`matched_cell_scores` under the model's post-processing, so a merge or a loss shows)
     and the held-out background by pixel agreement; with ``"pixels"`` by per-class pixel IoU.
     The held-out part weighs ``n / (n + HELD_OUT_PIXELS)`` (``n`` held-out pixels) against 1 for
-    the agreement: a small held-out set is a noisy judge."""
+    each agreement term (pixels where the start model was sure; with ``"objects"`` also up to
+    ``cfg.anchor_objects`` of its own objects far from the strokes, scored like held-out
+    cells, weighted by the square of the start model's own score on the held-out cells, so that they count
+    where it was right and not where it was wrong): a small held-out set is a noisy judge. The
+    first network scored must be the start model."""
 
     def __init__(self, model: SegmentationModel, examples: list[Example], scored_labels, painted,
                  cfg: TrainingConfig):
@@ -296,6 +335,10 @@ class HeldOutJudge:
         self.anchors: list[_Region] = []
         for c in range(n_cls):
             self.anchors += _stand_ins(examples, far, c, arng)
+        # the start model's own objects far from the strokes, scored as objects ("objects" only)
+        self.start_held: float | None = None
+        self.object_anchors = (_object_anchors(model, examples, far, arng, cfg.anchor_objects)
+                               if cfg.holdout_score == "objects" and cfg.anchor_objects > 0 else [])
 
     def score(self, net, device, bf16: bool) -> float:
         """The score of ``net`` (in eval mode), higher is better, 0 to 1."""
@@ -312,4 +355,12 @@ class HeldOutJudge:
         if self.anchors:
             parts.append(_region_score(*args, self.anchors, device, bf16))
             weights.append(1.0)
+        if self.object_anchors:
+            if self.start_held is None:  # the first network scored is the start model
+                self.start_held = held[0] if self.cells else 1.0  # its score on the held-out cells
+            parts.append(_cell_score(*args, self.object_anchors, device, bf16, self.match_iou, self.unmatched_credit))
+            # the start model's objects count as much as it got the held-out cells right
+            # (squared): on an image where it was wrong (dim nuclei missed, debris taken for
+            # nuclei), its other objects are no reference
+            weights.append(self.start_held ** 2)
         return float(np.average(parts, weights=weights)) if parts else 0.0
