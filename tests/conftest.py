@@ -69,19 +69,16 @@ def nuclei_image() -> np.ndarray:
 def blobs():
     """A synthetic 2D image of 9 bright disks and the convention labels of 4 of them painted
     (1 = background ring around each, 2.. = cells), the rest left unannotated (0)."""
-    from skimage.draw import disk
+    from _helpers import blobs as make_blobs
 
-    rng = np.random.default_rng(0)
-    image = rng.normal(20, 5, (160, 160)).astype(np.float32)
+    centres = [(cy, cx) for cy in (30, 80, 130) for cx in (30, 80, 130)]
+    image, cells = make_blobs((160, 160), centres, 14, background=20, noise=5, brightness=100)
+    _, rings = make_blobs((160, 160), centres, 21)
     labels = np.zeros(image.shape, np.uint16)
-    k = 2
-    for i, cy in enumerate((30, 80, 130)):
-        for j, cx in enumerate((30, 80, 130)):
-            image[disk((cy, cx), 14, shape=image.shape)] += 100
-            if i < 2 and j < 2:
-                labels[disk((cy, cx), 21, shape=image.shape)] = 1
-                labels[disk((cy, cx), 14, shape=image.shape)] = k
-                k += 1
+    for k, (cy, cx) in enumerate([(30, 30), (30, 80), (80, 30), (80, 80)]):  # 4 painted, with a background ring
+        i = centres.index((cy, cx)) + 1
+        labels[rings == i] = 1
+        labels[cells == i] = k + 2
     return image, labels
 
 

@@ -5,7 +5,7 @@ weights, channel mismatches, unlearnable annotations, what the API is given (iss
 import numpy as np
 import pytest
 import torch
-from _helpers import tiny_model
+from _helpers import blobs, tiny_model
 
 from napari_unet.modelfile import ModelFileError, load_model, save_model
 from napari_unet.normalize import Normalization, count_nonfinite
@@ -13,12 +13,7 @@ from napari_unet.predict import InputError, NonFiniteError, predict_probabilitie
 
 
 def _blobs(shape=(96, 96)):
-    from skimage.draw import disk
-
-    img = np.random.default_rng(0).normal(20, 3, shape).astype(np.float32)
-    for cy, cx in ((25, 25), (25, 70), (70, 45)):
-        img[disk((cy, cx), 10, shape=shape)] += 100
-    return img
+    return blobs(shape, ((25, 25), (25, 70), (70, 45)), 10, background=20, noise=3, brightness=100)[0]
 
 
 # ------------------------------------------------------------------------- non-finite pixels

@@ -2,6 +2,7 @@ import threading
 
 import numpy as np
 import pytest
+from _helpers import blobs as _blobs
 from _helpers import tiny_model
 
 from napari_unet.modelfile import load_model
@@ -10,17 +11,7 @@ from napari_unet.train import Progress, TrainingConfig, train, weighted_cross_en
 
 def blobs(seed=0, n=12, size=96):
     """A synthetic fluorescence-like image with bright disks and its instance labels."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:size, :size]
-    img = rng.normal(0.1, 0.05, (size, size))
-    inst = np.zeros((size, size), np.int32)
-    for k in range(n):
-        cy, cx = rng.integers(8, size - 8, 2)
-        r = rng.integers(4, 8)
-        disk = (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
-        inst[disk & (inst == 0)] = k + 1
-        img[disk] += 0.8
-    return img.astype(np.float32), inst
+    return _blobs(shape=(size, size), n=n, seed=seed)
 
 
 def strokes(inst):
