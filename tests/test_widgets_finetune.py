@@ -183,16 +183,13 @@ def test_weight_preview_picks_the_annotations_warns_and_explains(make_napari_vie
 
 
 def test_fine_tuning_again_keeps_one_origin_in_the_description(make_napari_viewer, session, tiny_model):
-    from types import SimpleNamespace
-
-    from napari_unet.train import Progress
+    from napari_unet.train import Progress, TrainingResult
 
     viewer = make_napari_viewer()
     session.set_model(tiny_model, "tiny")
     w = FinetuneWidget(viewer)
     viewer.window.add_dock_widget(w)
-    result = SimpleNamespace(model=tiny_model, history=[Progress(1, 1, 0.5, 1e-3)] * 3, cancelled=False,
-                             best_iteration=3, warnings=[])
+    result = TrainingResult(tiny_model, history=[Progress(1, 1, 0.5, 1e-3)] * 3, best_iteration=3)
     w._painted = (1, 100, 3)
     w._trained(result, "tiny")
     assert session.model.description == ("tiny fine-tuned in napari on 1 image(s) (3 painted cells, 100 painted "
@@ -202,3 +199,23 @@ def test_fine_tuning_again_keeps_one_origin_in_the_description(make_napari_viewe
     assert session.model.description == ("tiny fine-tuned in napari on 2 image(s) (5 painted cells, 300 painted "
                                          "pixels), 3 iterations. Started from tiny: test model")
     assert session.model.name == "tiny-finetuned" and session.source == "tiny fine-tuned"
+
+
+def test_a_kept_start_model_stays_current_under_its_own_name(make_napari_viewer, session, tiny_model, blobs):
+    """When fine-tuning cannot beat the start model, the panel says so and does not call the
+    unchanged model "fine-tuned" or segment again with it."""
+    from napari_unet.train import Progress, TrainingResult
+
+    image, _ = blobs
+    viewer, w = open_finetune(make_napari_viewer, session, tiny_model, image)
+    w._painted = (1, 100, 3)
+    result = TrainingResult(tiny_model, history=[Progress(i, 8, 0.5, 1e-4) for i in range(1, 9)], best_iteration=0,
+                            kept_start=True, scored_on="held-out strokes",
+                            warnings=["Fine-tuning did not beat the start model: keeping it unchanged."])
+    w._trained(result, "tiny")
+    assert session.model is tiny_model and session.source == "tiny"
+    assert tiny_model.name == "tiny" and "fine-tuned" not in tiny_model.description
+    assert "Kept tiny unchanged" in w._status.value and "held-out strokes" in w._status.value
+    assert "did not beat the start model" in w._warnings.value
+    assert w.job is None  # no re-segmentation with the unchanged model
+    assert "blobs labels" not in viewer.layers

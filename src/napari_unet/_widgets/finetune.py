@@ -213,20 +213,25 @@ class FinetuneWidget(Container):
         model = result.model
         start_name = model.name
         start = source.removesuffix(" fine-tuned")
-        if not getattr(result, "kept_start", False):  # the start model kept unchanged keeps its name and card
-            if not model.name.endswith("-finetuned"):
-                model.name = f"{model.name}-finetuned"
-            if not model.provenance.get("fine_tuned"):  # train() describes what it fine-tuned; else say it here
-                n_images, painted, cells = self._painted
-                marker = ". Started from "
-                if model.description.startswith(f"{start} fine-tuned in napari") and marker in model.description:
-                    origin = model.description.split(marker, 1)[1]  # fine-tuned again: keep where it began
-                else:
-                    origin = f"{start_name}: {model.description}".strip()
-                model.description = (f"{start} fine-tuned in napari on {n_images} image(s) ({cells} painted cells, "
-                                     f"{painted} painted pixels), {len(h)} iteration{'s' * (len(h) != 1)}{marker}"
-                                     f"{origin}")
-        self._warn(getattr(result, "warnings", []) or [])
+        if result.kept_start:  # nothing beat the start model: it stays current, unchanged, under its own name
+            self._warn(result.warnings)
+            session.set_model(model, source)
+            show_status(self._status, f"Kept {source} unchanged: none of {len(h)} fine-tuned iterations beat it "
+                                      f"on the {result.scored_on or 'held-out strokes'}; its segmentation stands.")
+            return
+        if not model.name.endswith("-finetuned"):
+            model.name = f"{model.name}-finetuned"
+        if not model.provenance.get("fine_tuned"):  # train() describes what it fine-tuned; else say it here
+            n_images, painted, cells = self._painted
+            marker = ". Started from "
+            if model.description.startswith(f"{start} fine-tuned in napari") and marker in model.description:
+                origin = model.description.split(marker, 1)[1]  # fine-tuned again: keep where it began
+            else:
+                origin = f"{start_name}: {model.description}".strip()
+            model.description = (f"{start} fine-tuned in napari on {n_images} image(s) ({cells} painted cells, "
+                                 f"{painted} painted pixels), {len(h)} iteration{'s' * (len(h) != 1)}{marker}"
+                                 f"{origin}")
+        self._warn(result.warnings)
         session.set_model(model, start + " fine-tuned")
         how = f"cancelled after {len(h)} iterations, keeping" if result.cancelled else f"{len(h)} iterations,"
         k = max(1, len(h) // 10)  # loss averaged over the first and the last tenth
