@@ -12,10 +12,10 @@ and prints what the user sees and the main window's minimum height.
 from __future__ import annotations
 
 import sys
-import time
 import traceback
 
 import numpy as np
+from _qtwait import wait
 
 
 def main() -> int:
@@ -28,14 +28,6 @@ def main() -> int:
 
     notification_manager.notification_ready.connect(
         lambda n: errors.append(f"notification: {n.message}") if str(n.severity) in ("error", "ERROR") else None)
-
-    def wait(predicate, timeout=600):
-        t0 = time.perf_counter()
-        while not predicate():
-            QApplication.processEvents()
-            time.sleep(0.02)
-            if time.perf_counter() - t0 > timeout:
-                raise TimeoutError("gave up waiting")
 
     viewer = napari.Viewer(show=True)
     viewer.window._qt_window.resize(1366, 768)

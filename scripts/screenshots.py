@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _qtwait import wait
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs" / "screenshots"
@@ -26,19 +27,6 @@ HELA = ROOT.parent / "shared" / "data" / "ctc_fluo_n2dl_hela"
 PLUGIN = "napari-unet"
 SIZE = (1366, 768)
 
-
-def wait(predicate, timeout=900.0):
-    from qtpy.QtWidgets import QApplication
-
-    t0 = time.perf_counter()
-    while not predicate():
-        QApplication.processEvents()
-        time.sleep(0.02)
-        if time.perf_counter() - t0 > timeout:
-            raise TimeoutError("gave up waiting")
-    for _ in range(20):
-        QApplication.processEvents()
-        time.sleep(0.01)
 
 
 def viewer_with(*open_sections):
