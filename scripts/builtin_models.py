@@ -30,7 +30,7 @@ import torch
 from skimage.io import imread
 
 from napari_unet import labels as L
-from napari_unet.model import UNetConfig, narrowed
+from napari_unet.model import UNet, UNetConfig, narrowed
 from napari_unet.modelfile import SegmentationModel, load_model, save_model
 from napari_unet.train import TrainingConfig, train
 
@@ -115,22 +115,17 @@ def data(name):
 
 def _corrupt(pair, k):
     """A held-out image made to look like the widefield set the models never saw: dimmed
-    nuclei, uneven background and bright out-of-focus debris (augment.microscope with fixed,
-    strong settings and its own seed). A proxy: that set is not in ../shared/data."""
-    from napari_unet.augment import microscope
+    nuclei, uneven background and bright out-of-focus debris (augment.degraded, its own seed).
+    A proxy: that set is not in ../shared/data."""
+    from napari_unet.augment import degraded
 
     img, lab = pair
-    x = np.asarray(img, dtype=np.float32)
-    x = (x - x.min()) / max(float(np.ptp(x)), 1.0)
-    rng = np.random.default_rng(1000 + k)
-    out = microscope(x, rng, background=lab == 1, contrast_range=(0.05, 0.2), uneven=0.5, object_brightness=0.5,
-                     debris=4, gamma=0.0, blur=0.0, noise=0.02, percentiles=None)
-    return (out * 4000).astype(np.uint16), lab
+    return degraded(img, lab == 1, 1000 + k), lab
 
 
 def cmd_train(name, iterations=None, threads=None, precision="bfloat16", base_channels=None, start=None, lr=1e-3,
               classes=2, device="auto", workers=0, batch_size=1, minutes=None, tag="", max_zoom=None,
-              microscope=None, validate_every=250):
+              microscope=None, validate_every=250, input_compression=None):
     if threads:
         torch.set_num_threads(threads)
     spec = SPECS[name]
@@ -144,12 +139,23 @@ def cmd_train(name, iterations=None, threads=None, precision="bfloat16", base_ch
             net = narrowed(model.network, base_channels)
             model = SegmentationModel(net, normalization=model.normalization, class_names=model.class_names,
                                       foreground_class=model.foreground_class, name=name,
-                                      description=spec["description"], postprocessing=dict(model.postprocessing),
+                                      description=spec["description"], postprocessing=model.postprocessing,
                                       provenance={"narrowed_from": narrow_from})
+        if input_compression is not None and input_compression != model.config.input_compression:
+            # the same weights behind another input transform: training adapts them to it
+            old = model.config.input_compression
+            net = UNet(UNetConfig(**{**model.config.to_dict(), "input_compression": float(input_compression)}))
+            net.load_state_dict(model.network.state_dict())
+            model = SegmentationModel(net, normalization=model.normalization, class_names=model.class_names,
+                                      foreground_class=model.foreground_class, name=name,
+                                      description=spec["description"], postprocessing=model.postprocessing,
+                                      provenance={**{k: v for k, v in model.provenance.items() if k == "narrowed_from"},
+                                                  "input_compression_from": f"{start} (input_compression {old})"})
     else:
         names = spec["class_names"] if classes == 2 else CLASS_NAMES_3[name]
         model = SegmentationModel.new(
-            UNetConfig(base_channels=base_channels or 16, depth=5, padding="valid", dropout=0.5, n_classes=classes),
+            UNetConfig(base_channels=base_channels or 16, depth=5, padding="valid", dropout=0.5, n_classes=classes,
+                       input_compression=input_compression or 0.0),
             class_names=names, name=name, description=spec["description"],
         )
     nuclei = name == "fluo-nuclei"
@@ -182,6 +188,8 @@ def cmd_train(name, iterations=None, threads=None, precision="bfloat16", base_ch
     cmd += f" --start {start} --lr {lr}" if start else f" --base-channels {base_channels} --classes {classes}"
     if narrow_from:
         cmd += f" --base-channels {base_channels}"
+    if input_compression is not None:
+        cmd += f" --input-compression {input_compression:g}"
     if device != "auto":
         cmd += f" --device {device} --workers {workers} --batch-size {batch_size}"
     res.model.provenance.update({"training_data": name_data(name), "training_seconds": round(res.seconds),
@@ -319,6 +327,9 @@ def main(argv=None):
     ap.add_argument("--max-zoom", type=float)
     ap.add_argument("--microscope", type=float)
     ap.add_argument("--validate-every", type=int, default=250)
+    ap.add_argument("--input-compression", type=float, default=None, metavar="K",
+                    help="log compression of the normalised input (model.UNetConfig.input_compression); with "
+                         "--start, the start model's weights continue behind the new transform")
     ap.add_argument("--tag", default="", help="suffix of the run file name (runs/NAME<tag>.safetensors)")
     ap.add_argument("--tta", action="store_true", help="score also with 8x test-time augmentation")
     ap.add_argument("--runs", help="folder for run files (default runs/)")
@@ -332,7 +343,7 @@ def main(argv=None):
     if a.step in ("train", "all"):
         cmd_train(a.name, a.iterations, a.threads, a.precision or "bfloat16", a.base_channels, a.start, a.lr,
                   a.classes, a.device, a.workers, a.batch_size, a.minutes, a.tag, a.max_zoom, a.microscope,
-                  a.validate_every)
+                  a.validate_every, a.input_compression)
     if a.step in ("tune", "all"):
         cmd_tune(a.name, a.tag, a.device)
     if a.step in ("score", "all"):

@@ -14,14 +14,10 @@ HELA = DATA / "ctc_fluo_n2dl_hela"
 
 
 def _hard(img, labels, seed):
-    """The frame with dimmed nuclei, uneven background and debris (augment.microscope)."""
-    from napari_unet.augment import microscope
+    """The frame with dimmed nuclei, uneven background and debris."""
+    from napari_unet.augment import degraded
 
-    x = img.astype(np.float32)
-    x = (x - x.min()) / max(float(np.ptp(x)), 1.0)
-    out = microscope(x, np.random.default_rng(seed), background=labels == 0, contrast_range=(0.1, 0.1), uneven=0.5,
-                     object_brightness=0.5, debris=6, gamma=0.0, blur=0.0, noise=0.02, percentiles=None)
-    return (out * 4000).astype(np.uint16)
+    return degraded(img, labels == 0, seed, contrast=(0.1, 0.1), debris=6)
 
 
 def _frames():

@@ -80,7 +80,9 @@ def test_same_padding_keeps_size():
 
 @pytest.mark.parametrize(
     "kwargs,msg",
-    [({"padding": "full"}, "padding"), ({"depth": 0}, "depth"), ({"dropout": 1.0}, "dropout"), ({"in_channels": 0}, "in_channels")],
+    [({"padding": "full"}, "padding"), ({"depth": 0}, "depth"), ({"dropout": 1.0}, "dropout"),
+     ({"in_channels": 0}, "in_channels"), ({"input_compression": -1.0}, "input_compression"),
+     ({"input_compression": math.inf}, "input_compression")],
 )
 def test_bad_config(kwargs, msg):
     with pytest.raises(ValueError, match=msg):
@@ -131,3 +133,23 @@ def test_narrowed_keeps_the_strongest_channels_exactly():
         assert torch.allclose(narrow(x), small(x), atol=1e-5)
     with pytest.raises(ValueError, match="widen"):
         narrowed(small, 8)
+
+
+def test_input_compression_is_the_logarithm_in_front_of_the_same_network():
+    """k = 0 is the paper's network; k > 0 runs the same weights on sign(x) log(1 + k|x|) / log(1 + k),
+    which keeps 0 and +-1 and lifts a dim value (5 % of the range) to about a quarter of it."""
+    torch.manual_seed(0)
+    plain = UNet(UNetConfig(base_channels=4, depth=3, dropout=0.0)).eval()
+    log = UNet(UNetConfig(base_channels=4, depth=3, dropout=0.0, input_compression=30.0)).eval()
+    log.load_state_dict(plain.state_dict())
+    x = torch.randn(1, 1, 44, 44)
+    squashed = torch.sign(x) * torch.log1p(30 * x.abs()) / math.log1p(30)
+    with torch.no_grad():
+        assert torch.allclose(log(x), plain(squashed), atol=1e-6)
+        assert not torch.allclose(log(x), plain(x), atol=1e-3)
+    v = torch.tensor([-1.0, 0.0, 0.05, 1.0])
+    f = torch.sign(v) * torch.log1p(30 * v.abs()) / math.log1p(30)
+    assert torch.allclose(f[[0, 1, 3]], v[[0, 1, 3]]) and 0.25 < float(f[2]) < 0.3
+    # headers written before the option existed read as the paper's network
+    old = {k: v for k, v in UNetConfig().to_dict().items() if k != "input_compression"}
+    assert UNetConfig.from_dict(old).input_compression == 0.0

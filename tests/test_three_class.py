@@ -151,6 +151,23 @@ def test_microscope_augmentation():
     assert rng is not None
 
 
+def test_degraded_images_never_wrap_around():
+    """augment.degraded (the benchmarks' poorer microscope) stays in range: noise below the dark
+    level is clipped to 0 instead of wrapping to the top of uint16 (which would make the 99.8th
+    percentile a few salt pixels and everything else black)."""
+    from napari_unet.augment import degraded
+
+    img = np.zeros((96, 96), np.float32)
+    img[30:60, 30:60] = 200
+    bg = img == 0
+    for seed in range(6):
+        out = degraded(img, bg, seed)
+        assert out.dtype == np.uint16 and out.max() < 40000
+        # the nucleus is dimmed to a few percent of the clean range, still above the background nearby
+        assert out[40:50, 40:50].mean() > np.median(out[bg])
+    assert not np.array_equal(degraded(img, bg, 0), degraded(img, bg, 1))
+
+
 def test_rescale_image_and_nearest_labels():
     img = np.arange(64, dtype=np.float32).reshape(1, 8, 8)
     lab = np.repeat(np.arange(8)[None], 8, 0).astype(np.int8)

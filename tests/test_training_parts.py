@@ -62,7 +62,7 @@ def _net_with(value: float):
     return net
 
 
-def test_tracker_keeps_start_until_strictly_beaten_and_later_ties_win(tmp_path):
+def test_tracker_keeps_start_until_beaten_by_more_than_min_gain_and_later_ties_win(tmp_path):
     from napari_unet.modelfile import load_model
 
     model = tiny_model()
@@ -72,6 +72,8 @@ def test_tracker_keeps_start_until_strictly_beaten_and_later_ties_win(tmp_path):
     t.start({"weight": "start"}, 0.5)
     assert not t.consider(0.5, 10, _net_with(1.0)) and t.iteration == 0 and not ck.exists()  # a tie keeps the start
     assert not t.consider(0.4, 10, _net_with(1.0)) and t.state == {"weight": "start"}
+    # a gain within the judge's noise (min_gain, 0.005 by default) does not replace the start model
+    assert not t.consider(0.504, 10, _net_with(1.0)) and t.iteration == 0 and not ck.exists()
     net = model.network
     assert t.consider(0.6, 20, net, done=19) and t.iteration == 20 and t.score == 0.6
     saved = load_model(ck)
@@ -80,6 +82,14 @@ def test_tracker_keeps_start_until_strictly_beaten_and_later_ties_win(tmp_path):
     assert t.consider(0.6, 30, net) and t.iteration == 30  # a later fine-tuned iteration may tie
     assert not t.consider(0.59, 40, net) and t.iteration == 30
     assert t.saved == [ck, ck]
+
+
+def test_min_gain_zero_lets_any_strict_gain_replace_the_start():
+    t = BestModelTracker(tiny_model(), TrainingConfig(min_gain=0.0))
+    t.start({"weight": "start"}, 0.5)
+    assert not t.consider(0.5, 10, _net_with(1.0)) and t.consider(0.501, 20, _net_with(1.0))
+    with pytest.raises(ValueError, match="min_gain"):
+        TrainingConfig(min_gain=-0.1)
 
 
 def test_tracker_without_start_takes_the_first_score_and_keeps_a_copy():

@@ -29,6 +29,7 @@ __all__ = [
     "random_flip_rot",
     "grey_value",
     "microscope",
+    "degraded",
     "rescale",
     "augment",
 ]
@@ -266,6 +267,18 @@ def microscope(
         out = (out - a) / (b - a if b > a else 1.0)
     out = out.astype(np.float32, copy=False)
     return out[0] if squeeze else out
+
+
+def degraded(image, background, seed: int, *, contrast: tuple[float, float] = (0.05, 0.2), debris: float = 4.0):
+    """``image`` (H, W) as a poorer widefield microscope would record it, for benchmarks and
+    tests: nuclei dimmed to ``contrast`` of the range (dim and bright ones side by side),
+    uneven background, bright out-of-focus debris on ``background`` pixels (bool (H, W)),
+    noise; uint16. :func:`microscope` with fixed, strong settings and its own ``seed``."""
+    x = np.asarray(image, dtype=np.float32)
+    x = (x - x.min()) / max(float(np.ptp(x)), 1.0)
+    out = microscope(x, np.random.default_rng(seed), background=background, contrast_range=contrast, uneven=0.5,
+                     object_brightness=0.5, debris=debris, gamma=0.0, blur=0.0, noise=0.02, percentiles=None)
+    return (np.clip(out, 0, None) * 4000).astype(np.uint16)
 
 
 def rescale(image, *arrays_nearest, size: int):

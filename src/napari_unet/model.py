@@ -46,6 +46,11 @@ class UNetConfig:
         seam-free tiling). ``"same"``: zero-padded convolutions (output as large as input).
     dropout : float
         Drop-out probability at the end of the contracting path (the paper uses it there).
+    input_compression : float
+        ``k`` of a logarithmic first step, ``x -> sign(x) log(1 + k|x|) / log(1 + k)``, on the
+        normalised input (0, the paper: none). It keeps 0 and 1 where they are and lifts what
+        is dim: a nucleus at 5 % of the range (bright debris took the rest) reaches 27 % at
+        ``k = 30``. Part of the network, so every tiling, exporter and format sees it.
     """
 
     in_channels: int = 1
@@ -54,6 +59,7 @@ class UNetConfig:
     base_channels: int = 64
     padding: str = "valid"
     dropout: float = 0.5
+    input_compression: float = 0.0
 
     def __post_init__(self):
         if self.in_channels < 1 or self.n_classes < 1:
@@ -66,6 +72,8 @@ class UNetConfig:
             raise ValueError(f"padding must be 'valid' or 'same', not {self.padding!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError("dropout must be in [0, 1)")
+        if not (self.input_compression >= 0 and math.isfinite(self.input_compression)):
+            raise ValueError("input_compression must be a finite number >= 0 (0: none)")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -143,6 +151,9 @@ class UNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, in_channels, H, W)`` to class scores (logits) ``(N, n_classes, H', W')``."""
+        k = self.config.input_compression
+        if k:
+            x = torch.sign(x) * torch.log1p(k * torch.abs(x)) / math.log1p(k)
         skips = []
         for i, block in enumerate(self.down):
             x = block(x)

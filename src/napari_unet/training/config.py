@@ -40,7 +40,10 @@ class TrainingConfig:
     background by pixel agreement, and up to ``anchor_objects`` of the start model's own objects
     far from the strokes must stay as they were (weighted by how well it did on the held-out
     cells);
-    ``"pixels"`` by per-class pixel IoU, which cannot see merged cells.
+    ``"pixels"`` by per-class pixel IoU, which cannot see merged cells. A fine-tuned iteration
+    replaces the start model only when it beats the start's score by more than ``min_gain``
+    (a smaller gain on a few held-out cells is within the judge's noise, and the start model
+    is the one known to work on the rest of the image).
     ``train_layers="decoder"`` freezes the contracting path.
     """
 
@@ -85,6 +88,7 @@ class TrainingConfig:
     match_iou: float = 0.5  # "objects": a held-out cell counts when one predicted object overlaps it above this IoU
     unmatched_credit: float = 0.5  # "objects": fraction of its best IoU that an unmatched held-out cell counts
     anchor_objects: int = 12  # "objects": start-model objects far from the strokes that must stay as they were
+    min_gain: float = 0.005  # fine-tuning: a fine-tuned iteration must beat the start model's score by more than this
     train_layers: str = "all"  # "all" or "decoder" (contracting path frozen)
 
     def __post_init__(self):
@@ -119,6 +123,8 @@ class TrainingConfig:
             raise ValueError("holdout_score must be 'objects' or 'pixels'")
         if not 0 < self.match_iou < 1:
             raise ValueError("match_iou must be in (0, 1)")
+        if not (math.isfinite(self.min_gain) and self.min_gain >= 0):
+            raise ValueError("min_gain must be a number >= 0")
         if self.anchor_objects < 0:
             raise ValueError("anchor_objects must be 0 or more")
         if not 0 <= self.unmatched_credit < 1:

@@ -13,8 +13,8 @@ __all__ = ["BestModelTracker"]
 
 class BestModelTracker:
     """Keeps the best weights by score. When fine-tuning, :meth:`start` enters the start model
-    first (iteration 0); a later iteration must then beat it strictly, while later iterations may
-    tie earlier fine-tuned ones (the later one wins). With ``checkpoint``, every new best
+    first (iteration 0); a later iteration must then beat it by more than ``cfg.min_gain``, while
+    later iterations may tie earlier fine-tuned ones (the later one wins). With ``checkpoint``, every new best
     fine-tuned state is written there with its own card (:func:`~.card.interim_card`); the files
     written are listed in ``saved``."""
 
@@ -35,7 +35,13 @@ class BestModelTracker:
     def consider(self, score: float, iteration: int, net, done: int | None = None) -> bool:
         """Keep ``net``'s weights if ``score`` is the best so far (see the class); ``done``:
         iterations done, for the checkpoint's card. True when kept."""
-        if self.score is None or (score > self.score if self.iteration == 0 else score >= self.score):
+        if self.score is None:
+            better = True
+        elif self.iteration == 0:  # the start model: beaten only by more than min_gain
+            better = score > self.score + self.cfg.min_gain
+        else:
+            better = score >= self.score
+        if better:
             self.score, self.iteration = score, iteration
             self.state = copy.deepcopy(net.state_dict())
             self._save(iteration if done is None else done)
