@@ -1,7 +1,7 @@
 """Segment a 2048x2048 real image with a built-in model: probabilities, then labels.
 
     python benchmarks/bench_segment_2048.py                       # the default model
-    python benchmarks/bench_segment_2048.py --model fluo-nuclei-large --repeat 3
+    python benchmarks/bench_segment_2048.py --model runs/fluo-nuclei-w32.safetensors --repeat 3
 
 Needs ../shared/data. The image is CTC Fluo-N2DL-HeLa frame t13 tiled to 2048x2048. Prints the
 best of ``--repeat`` runs: seconds for the probabilities, for the labels (post-processing), in

@@ -387,6 +387,17 @@ def test_train_argument_validation(tmp_path, train_pair, capsys, extra, msg):
     assert not out.exists()
 
 
+def test_train_a_new_network_with_input_compression(tmp_path, train_pair, capsys):
+    from napari_unet.modelfile import load_model
+
+    img, lab = train_pair
+    out = tmp_path / "m.safetensors"
+    assert main(_train_args(tmp_path, img, lab, out, "--input-compression", "30")) == 0
+    assert load_model(out).config.input_compression == 30.0
+    _one_line(capsys, "input_compression must be a finite number >= 0", 2,
+              _train_args(tmp_path, img, lab, tmp_path / "n.safetensors", "--input-compression", "-1"))
+
+
 def test_fifo_as_labels_is_refused_without_hanging(tmp_path, train_pair, capsys):
     img, _ = train_pair
     fifo = tmp_path / "labels.tif"
