@@ -229,8 +229,9 @@ def name_data(name):
 
 def _grid(name, classes=2):
     if classes == 3:
-        return [dict(threshold=t, seed_threshold=s, min_size=15, smooth=sm, fill_holes=True)
-                for t in (0.5, 0.6, 0.7, 0.8, 0.9) for s in (0.4, 0.5, 0.6) for sm in (0, 1)]
+        return [dict(threshold=t, seed_threshold=s, min_size=m, smooth=sm, fill_holes=True)
+                for t in (0.5, 0.6, 0.7, 0.8, 0.85, 0.9) for s in (0.4, 0.5, 0.6, 0.7, 0.8) for sm in (0, 1, 2)
+                for m in (15, 30)]
     if name == "em-membranes":
         return [dict(threshold=t, seed_threshold=0, min_size=m, smooth=sm, fill_holes=False)
                 for t in (0.5, 0.6, 0.7, 0.8, 0.9) for m in (0, 20, 50) for sm in (0, 1)]
