@@ -22,6 +22,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -133,24 +134,21 @@ def cmd_train(name, iterations=None, threads=None, precision="bfloat16", base_ch
     narrow_from = None
     if start:  # continue from an earlier run (a file), e.g. with a lower learning rate
         model = load_model(start)
+        provenance = {}
+        net = model.network
         if base_channels and base_channels < model.config.base_channels:
             # a narrower (faster) network, started from the strongest channels of this one
             narrow_from = f"{start} (width {model.config.base_channels})"
-            net = narrowed(model.network, base_channels)
-            model = SegmentationModel(net, normalization=model.normalization, class_names=model.class_names,
-                                      foreground_class=model.foreground_class, name=name,
-                                      description=spec["description"], postprocessing=model.postprocessing,
-                                      provenance={"narrowed_from": narrow_from})
-        if input_compression is not None and input_compression != model.config.input_compression:
+            net = narrowed(net, base_channels)
+            provenance["narrowed_from"] = narrow_from
+        if input_compression is not None and input_compression != net.config.input_compression:
             # the same weights behind another input transform: training adapts them to it
-            old = model.config.input_compression
-            net = UNet(UNetConfig(**{**model.config.to_dict(), "input_compression": float(input_compression)}))
-            net.load_state_dict(model.network.state_dict())
-            model = SegmentationModel(net, normalization=model.normalization, class_names=model.class_names,
-                                      foreground_class=model.foreground_class, name=name,
-                                      description=spec["description"], postprocessing=model.postprocessing,
-                                      provenance={**{k: v for k, v in model.provenance.items() if k == "narrowed_from"},
-                                                  "input_compression_from": f"{start} (input_compression {old})"})
+            provenance["input_compression_from"] = f"{start} (input_compression {net.config.input_compression})"
+            state = net.state_dict()
+            net = UNet(replace(net.config, input_compression=float(input_compression)))
+            net.load_state_dict(state)
+        if provenance:
+            model = replace(model, network=net, name=name, description=spec["description"], provenance=provenance)
     else:
         names = spec["class_names"] if classes == 2 else CLASS_NAMES_3[name]
         model = SegmentationModel.new(

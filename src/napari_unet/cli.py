@@ -778,8 +778,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--padding", default="valid", choices=["valid", "same"], help="new network only")
     p.add_argument("--input-compression", type=_finite, default=0.0, metavar="K",
                    help="new network only: log compression of the normalised input, x -> log(1 + K x) / log(1 + K), "
-                        "so dim cells next to bright debris keep contrast (0, the paper: none; the built-in "
-                        "fluo-nuclei uses 30)")
+                        "so dim cells next to bright debris keep contrast (0, the paper: none; measured worse for the "
+                        "built-in fluo-nuclei, docs/models.md)")
     p.add_argument("--classes", type=int, default=2, choices=[2, 3],
                    help="new network only: 2 = the paper's background/cell; 3 adds a cell-boundary class "
                         "that keeps touching cells apart")

@@ -9,7 +9,7 @@ drops one pixel on each side, so ``H' < H``; :func:`output_size` and
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 from torch import nn
@@ -181,7 +181,7 @@ def narrowed(network: UNet, base_channels: int) -> UNet:
     cfg = network.config
     if base_channels > cfg.base_channels:
         raise ValueError(f"cannot widen a network ({cfg.base_channels} -> {base_channels} channels)")
-    new_cfg = UNetConfig(**{**cfg.to_dict(), "base_channels": int(base_channels)})
+    new_cfg = replace(cfg, base_channels=int(base_channels))
     out = UNet(new_cfg)
     k = [new_cfg.base_channels * 2**i for i in range(cfg.depth)]
 
