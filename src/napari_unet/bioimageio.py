@@ -129,7 +129,8 @@ def _input_geometry(config):
 
 def _test_image(model, test_image):
     """One ``(C, H, W)`` float32 plane for the test tensors."""
-    from .predict import InputError, as_planes
+    from .errors import InputError
+    from .inputs import as_planes
 
     if test_image is None:
         from .samples import SAMPLES, sample_image

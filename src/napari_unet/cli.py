@@ -153,8 +153,8 @@ def cmd_segment_large(args) -> int:
 
     from .device import DeviceError, resolve_device
     from .distributed import ClusterError, _close, connect, segment_to_zarr
+    from .errors import InputError
     from .omezarr import ZarrInputError
-    from .predict import InputError
     from .tiling import Cancelled
 
     if args.workers is not None and args.scheduler:
@@ -354,9 +354,11 @@ def cmd_segment(args) -> int:
     if args.workers is not None or args.scheduler or any(_is_large_input(p) for p in args.inputs):
         return cmd_segment_large(args)
     from .device import DeviceError, resolve_device
+    from .errors import InputError
+    from .inputs import pick_channel
     from .io import write_labels, write_probabilities
     from .postprocess import labels_from_model_output
-    from .predict import InputError, pick_channel, predict_probabilities
+    from .predict import predict_probabilities
 
     _at_least("--batch-size", args.batch_size, 1)
     _at_least("--tile", args.tile, 1)
@@ -474,7 +476,8 @@ def cmd_train(args) -> int:
     from .io import OutputExistsError
     from .model import UNetConfig
     from .modelfile import SegmentationModel, save_model
-    from .train import TrainingConfig, _has_been_trained, train
+    from .train import TrainingConfig, train
+    from .training.card import has_been_trained
 
     out = Path(args.output).expanduser()
     inputs = [*args.images, *args.labels, *(args.validation_images or []), *(args.validation_labels or [])]
@@ -526,7 +529,7 @@ def cmd_train(args) -> int:
     # a fine-tuned model describes itself (start model, strokes, score) unless --description says otherwise
     if args.description:
         description = args.description
-    elif start_name and (fine_tune if fine_tune is not None else _has_been_trained(model)):
+    elif start_name and (fine_tune if fine_tune is not None else has_been_trained(model)):
         description = None  # train() writes what it was fine-tuned from and on
     elif start_name:
         description = f"trained further from {start_name}" + (f" ({model.description})" if model.description else "")

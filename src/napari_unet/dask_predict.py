@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .predict import Predictor, as_planes
+from .inputs import as_planes
+from .predict import Predictor
 from .segmentation_model import SegmentationModel
 from .tiling import Window
 

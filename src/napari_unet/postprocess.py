@@ -112,10 +112,6 @@ class PostProcessing:
             raise ValueError(f"unknown post-processing setting {unknown[0]!r}: use {', '.join(_CHECKS)}")
         return dc_replace(self, **{k: v for k, v in overrides.items() if v is not None})
 
-    def get(self, name: str, default=None):
-        """Dict-style read (model headers hold a dict): the setting ``name``, else ``default``."""
-        return getattr(self, name) if name in _CHECKS else default
-
     @property
     def splits_touching(self) -> bool:
         """Whether a two-class model's labels split touching objects (seeded watershed)."""

@@ -22,16 +22,18 @@ class StackWeights:
 def weight_stack(labels, w0: float, sigma: float, class_balance: bool) -> StackWeights:
     """:func:`napari_unet.weightmap.weight_map` of every 2D plane of ``labels`` (label
     convention: 0 = not annotated, 1 = background, 2.. = cells)."""
-    from .weightmap import class_weights, weight_map
+    from .weightmap import border_weight, class_weights
 
     labels = np.asarray(labels)
     out = np.zeros(labels.shape, dtype=np.float32)
     border, cells = 0.0, 0
     for idx in np.ndindex(labels.shape[:-2]):
         plane = labels[idx]
-        out[idx] = weight_map(plane, w0=w0, sigma=sigma, class_balance=class_balance)
+        # the paper's weight map (weightmap.weight_map), its border term kept apart for the report
+        b = border_weight(plane, w0=w0, sigma=sigma) if w0 > 0 else np.zeros(plane.shape, np.float32)
+        out[idx] = class_weights(plane, class_balance=class_balance) + b
         if plane.any():
-            border = max(border, float((out[idx] - class_weights(plane, class_balance)).max()))
+            border = max(border, float(b.max()))
             cells = max(cells, int(np.unique(plane[plane >= 2]).size))
     return StackWeights(out, border, cells)
 

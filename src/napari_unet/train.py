@@ -36,12 +36,12 @@ from pathlib import Path
 import numpy as np
 
 from .modelfile import SegmentationModel
-from .training.annotations import check_annotations, count_objects
-from .training.card import TRAINED_KEYS, has_been_trained, write_card
+from .training.annotations import check_annotations
+from .training.card import write_card
 from .training.config import STROKE_DEFAULTS, Progress, TrainingConfig, TrainingResult
-from .training.distillation import distillation_loss, distillation_weight
+from .training.distillation import distillation_weight
 from .training.examples import Example, checked_input, input_tile
-from .training.holdout import HELD_OUT_PIXELS, HeldOutJudge, holdout_split, matched_cell_scores, validation_scores
+from .training.holdout import holdout_split, matched_cell_scores, validation_scores
 from .training.loop import Run, run_loop, say_kept
 from .training.losses import weighted_cross_entropy
 from .training.sampling import sample_tile
@@ -65,9 +65,7 @@ __all__ = [
 ]
 
 # the names earlier versions of this module had (scripts and tests use them)
-_Example, _sample, _input_tile, _has_been_trained, _count_objects = (
-    Example, sample_tile, input_tile, has_been_trained, count_objects)
-_ = (TRAINED_KEYS, HELD_OUT_PIXELS, distillation_loss, HeldOutJudge)  # re-exported
+_Example, _sample, _input_tile = Example, sample_tile, input_tile
 
 
 def train(

@@ -11,6 +11,8 @@ import napari.layers
 from magicgui.widgets import ComboBox, Container, FileEdit, PushButton
 from qtpy.QtCore import QTimer
 
+from napari_unet.io import full_resolution
+
 from ._layers import Overwrite, folder_for, form, plugin_metadata, reason, show_status, text_line
 
 if TYPE_CHECKING:
@@ -98,7 +100,7 @@ class ExportWidget(Container):
         existed = path.exists()  # replaced only after the user said so (io refuses otherwise)
         if not self._overwrite.allowed(path, self._status, "Save as tif"):
             return None
-        data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
+        data = full_resolution(layer.data, getattr(layer, "multiscale", False))
         try:
             if isinstance(layer, napari.layers.Labels):
                 written = write_labels(path, data, overwrite=existed)

@@ -9,6 +9,7 @@ from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, create
 from napari.qt.threading import create_worker
 from qtpy.QtCore import QTimer
 
+from napari_unet.io import full_resolution
 from napari_unet.stacks import StackWeights, weight_stack
 
 from ._layers import add_or_update_layer, find_plugin_layer, form, plugin_metadata, reason, show_status, text_line
@@ -24,7 +25,7 @@ def layer_problem(layer) -> str:
     if plugin_metadata(layer).get("role") == "labels":
         return (f"{layer.name} is a segmentation result (0 = background), not annotations: its weight map "
                 "means nothing. Choose an annotation layer (0 = not annotated, 1 = background, 2.. = cells).")
-    data = np.asarray(layer.data[0] if getattr(layer, "multiscale", False) else layer.data)
+    data = np.asarray(full_resolution(layer.data, getattr(layer, "multiscale", False)))
     if not data.any():
         return f"Nothing painted in {layer.name} yet: paint background (1) and a few cells (2, 3, ...)."
     values = np.unique(data)

@@ -22,7 +22,7 @@ class Example:
 
     def __init__(self, image: np.ndarray, labels: np.ndarray, model: SegmentationModel, cfg: TrainingConfig,
                  channel_axis=None):
-        from ..predict import as_planes
+        from ..inputs import as_planes
 
         planes, lead = as_planes(image, model.in_channels, channel_axis)
         if planes.shape[0] != 1:
@@ -122,7 +122,7 @@ def checked_input(model: SegmentationModel, images, labels):
     checked = [validate_labels(lb) if np.asarray(lb).any() else np.asarray(lb) for lb in labels]
     if not any(lb.any() for lb in checked):
         raise ValueError("nothing is annotated: paint background (1) and cells (2, 3, ...) in the labels first")
-    from ..predict import check_finite_weights, check_image
+    from ..inputs import check_finite_weights, check_image
 
     check_finite_weights(model)
     return [check_image(im) for im in images], checked

@@ -12,7 +12,6 @@ from ..device import autocast
 from ..labels import separate_touching, to_classes, validate_labels
 from ..model import alignment
 from ..modelfile import SegmentationModel
-from ..tiling import reflect_index
 from .annotations import painted_objects
 from .config import TrainingConfig
 from .examples import Example
@@ -149,22 +148,19 @@ def _window_probabilities(net, model: SegmentationModel, image: np.ndarray, y0: 
                           device, bf16: bool) -> np.ndarray:
     """Class probabilities (K, h, w) of the (normalised, (C, H, W)) ``image`` window at
     (y0, x0), with the context the network needs read mirrored around it."""
-    from ..model import context_margin
-    from ..tileplan import SAME_HALO
     from ..tileplan import min_tile_for as _min_tile_for
+    from ..tileplan import tile_margin
+    from ..tiling import read_mirrored
 
     config = model.config
     same = config.padding == "same"
-    margin = SAME_HALO if same else context_margin(config)
+    margin = tile_margin(config)
     # windows start on the pooling grid, as the tiles of inference do (same output there)
     a = alignment(config)
     dy, dx = y0 % a, x0 % a
     y0, x0, h0, w0, h, w = y0 - dy, x0 - dx, h, w, h + dy, w + dx
     th, tw = _min_tile_for(config, h, margin), _min_tile_for(config, w, margin)
-    H, W = image.shape[-2:]
-    ys = reflect_index(np.arange(y0 - margin, y0 - margin + th), H)
-    xs = reflect_index(np.arange(x0 - margin, x0 - margin + tw), W)
-    x = torch.from_numpy(np.ascontiguousarray(image[:, ys][:, :, xs][None])).to(device)
+    x = torch.from_numpy(np.ascontiguousarray(read_mirrored(image, y0 - margin, x0 - margin, th, tw)[None])).to(device)
     if bf16:
         x = x.contiguous(memory_format=torch.channels_last)
     with torch.inference_mode(), autocast(device, bf16):
@@ -177,7 +173,7 @@ def _predicted_classes(probs: np.ndarray, model: SegmentationModel) -> np.ndarra
     """Class per pixel as the model's post-processing sees it: the foreground class where its
     probability is above the model's threshold, else the most probable other class."""
     fg = model.foreground_class
-    thr = model.postprocessing.get("threshold", 0.5)
+    thr = model.postprocessing.threshold
     if probs.shape[0] == 3:  # background / interior / boundary: cell where interior + boundary > thr
         return np.where(probs[1] + probs[2] > thr, 1 + probs[1:].argmax(axis=0), 0)
     others = probs.copy()
@@ -278,7 +274,7 @@ def validation_scores(model: SegmentationModel, pairs, device="auto", precision=
     for image, labels in pairs:
         lab = validate_labels(labels)
         probs = predict_probabilities(image, model, device=device, precision=precision)
-        fg = foreground_probability(probs, model) > model.postprocessing.get("threshold", 0.5)
+        fg = foreground_probability(probs, model) > model.postprocessing.threshold
         ann = lab > 0
         truth = lab >= 2
         inter = np.count_nonzero(fg & truth & ann)
