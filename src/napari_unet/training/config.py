@@ -58,6 +58,7 @@ class TrainingConfig:
     w0: float = 10.0
     sigma: float = 5.0
     class_balance: bool = True
+    class_balance_power: float = 1.0  # 1: the paper's frequency balance; 0.5: square-root weights
     separate_touching: bool = True  # train a 1-px background gap where two cells touch
     elastic: bool = True
     elastic_grid: int = 3
@@ -107,6 +108,8 @@ class TrainingConfig:
             raise ValueError(f"momentum must be in [0, 1), not {self.momentum}")
         if not (math.isfinite(self.w0) and self.w0 >= 0 and math.isfinite(self.sigma) and self.sigma > 0):
             raise ValueError(f"w0 must be >= 0 and sigma > 0 (got w0={self.w0}, sigma={self.sigma})")
+        if not (math.isfinite(self.class_balance_power) and 0 <= self.class_balance_power <= 1):
+            raise ValueError(f"class_balance_power must be between 0 and 1, not {self.class_balance_power}")
         if self.lr_schedule not in ("cosine", "constant"):
             raise ValueError("lr_schedule must be 'cosine' or 'constant'")
         if self.max_zoom < 1:

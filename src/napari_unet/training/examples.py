@@ -64,7 +64,8 @@ class Example:
         self.classes = (to_classes(lab, self.n_classes, cfg.boundary_width) if lab.any()
                         else np.full(lab.shape, -1, np.int64))
         border = border_weight(lab, w0=cfg.w0, sigma=cfg.sigma) if cfg.w0 > 0 and lab.any() else None
-        self.weights = (class_weights(lab, class_balance=cfg.class_balance, n_classes=self.n_classes) if lab.any()
+        self.weights = (class_weights(lab, class_balance=cfg.class_balance, n_classes=self.n_classes,
+                                      power=cfg.class_balance_power) if lab.any()
                         else np.zeros(lab.shape, np.float32))
         if border is not None:
             self.weights += border
