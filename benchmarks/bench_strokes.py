@@ -19,9 +19,12 @@ foreground IoU and AP@0.5 (mean over the images). Three stroke styles:
 Data sets: ``dsb`` (DSB2018, the 17 images of 360x360 px, one look), ``hela`` (CTC
 Fluo-N2DL-HeLa), ``gowt1`` (CTC Fluo-N2DH-GOWT1), all with ``fluo-nuclei``; ``em`` (ISBI 2012
 slices 20-24, not used to train the model) with ``em-membranes``. ``hela-hard`` and
-``dsb-hard``: the same images as one poorer widefield microscope would record them
+``dsb-hard``: the same images as poorer widefield microscopes would record them
 (``augment.degraded``: dimmed nuclei, uneven background, bright debris; one seed per image),
-where the built-in model starts low, as on a microscope it never saw.
+where the built-in model starts low, as on a microscope it never saw. ``hela-scope6`` (any
+set, any number N): all images from ONE such microscope (``degraded(instrument_seed=N)``: the
+same contrast, uneven background and noise; their own dim nuclei and debris), as the
+images of one user's data set are.
 """
 
 from __future__ import annotations
@@ -49,12 +52,14 @@ def _imread(p):
 
 def load_set(name):
     """(model name, [(image, instances)], index of the image to paint on)."""
-    if name.endswith("-hard"):
+    base, _, scope = name.partition("-scope")
+    if name.endswith("-hard") or scope:
         from napari_unet.augment import degraded
 
-        model_name, pairs, k = load_set(name.removesuffix("-hard"))
-        return model_name, [(degraded(img, truth == 0, 100 + j, contrast=(0.1, 0.1), debris=6), truth)
-                            for j, (img, truth) in enumerate(pairs)], k
+        model_name, pairs, k = load_set(name.removesuffix("-hard") if not scope else base)
+        inst = int(scope) if scope else None  # one microscope for all images, or one each
+        return model_name, [(degraded(img, truth == 0, 100 + j, contrast=(0.1, 0.1), debris=6, instrument_seed=inst),
+                             truth) for j, (img, truth) in enumerate(pairs)], k
     if name == "dsb":
         imgs = []
         for p in sorted((DATA / "dsb2018" / "images").glob("*.png")):

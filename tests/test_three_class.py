@@ -168,6 +168,30 @@ def test_degraded_images_never_wrap_around():
     assert not np.array_equal(degraded(img, bg, 0), degraded(img, bg, 1))
 
 
+def test_images_degraded_by_one_instrument_share_its_background_and_contrast():
+    """degraded(instrument_seed=N): images of one microscope share its uneven background and
+    contrast (their noise and debris are their own); without it each image has its own."""
+    from scipy import ndimage as ndi
+
+    from napari_unet.augment import degraded
+
+    img = np.zeros((128, 128), np.float32)
+    img[40:80, 40:80] = 200
+    bg = img == 0
+
+    far = ndi.binary_erosion(bg, iterations=20)  # background away from the (per-image dimmed) nucleus
+
+    def smooth(seed, inst):  # the slowly varying part of the background
+        return ndi.uniform_filter(degraded(img, bg, seed, debris=0, instrument_seed=inst).astype(np.float32), 9)[far]
+
+    same = np.abs(smooth(1, 5) - smooth(2, 5)).max()
+    other = np.abs(smooth(1, 5) - smooth(2, 6)).max()
+    own = np.abs(smooth(1, None) - smooth(2, None)).max()
+    assert same < 0.1 * other and same < 0.1 * own, (same, other, own)
+    # without an instrument the draws are those of earlier versions (the benchmarks' images stay)
+    np.testing.assert_array_equal(degraded(img, bg, 3), degraded(img, bg, 3, instrument_seed=None))
+
+
 def test_rescale_image_and_nearest_labels():
     img = np.arange(64, dtype=np.float32).reshape(1, 8, 8)
     lab = np.repeat(np.arange(8)[None], 8, 0).astype(np.int8)

@@ -232,3 +232,33 @@ def test_a_candidate_that_grows_the_start_models_unpainted_objects_scores_below_
     # the held-out cell is found alike by both; the grown unpainted objects cost the candidate
     # more with the object anchors than the pixels where the start model was sure alone
     assert gaps[0] > gaps[1] + 0.02 and gaps[0] > 0.05, gaps
+
+
+def test_a_candidate_that_moves_the_outlines_of_unpainted_objects_cannot_replace_the_start():
+    # the start model misses the painted (dim) cell, so its own objects count for nothing as a
+    # reference of what is an object; a candidate that finds the dim cell but grows every
+    # unpainted disc still must not win: their outlines moved
+    yy, xx = np.mgrid[:160, :160]
+    img = np.zeros((160, 160), np.float32)
+    for cy, cx in [(30, 110), (110, 30), (110, 110), (70, 70)]:
+        img = np.maximum(img, np.clip((14 - np.hypot(yy - cy, xx - cx)) / 8, 0, 1))
+    dim = np.hypot(yy - 30, xx - 30) < 10
+    img[dim] = 0.2
+    lab = np.zeros(img.shape, np.uint16)
+    lab[dim] = 2
+    lab[2:6, 2:20] = 1
+    model = tiny_model(padding="same")
+    model.normalization = Normalization(mode="fixed")
+    ex = Example(img, np.zeros_like(lab), model, TrainingConfig(tile=124))
+    start_net, candidate = _Threshold(0.5), _Threshold(0.15)
+    with torch.no_grad():
+        ex.teacher = torch.softmax(start_net(torch.from_numpy(img)[None, None]), 1)[0].numpy()
+    for drift, wins in ((1.0, True), (0.05, False)):
+        cfg = TrainingConfig(holdout_score="objects", tile=124, anchor_drift=drift)
+        judge = HeldOutJudge(model, [ex], [lab], [lab > 0], cfg)
+        start = judge.score(start_net, torch.device("cpu"), False)
+        found = judge.score(candidate, torch.device("cpu"), False)
+        assert (found > start) is wins, (drift, start, found)
+        assert judge.drifted == (0 if wins else 1)
+    with pytest.raises(ValueError, match="anchor_drift"):
+        TrainingConfig(anchor_drift=1.5)

@@ -212,6 +212,7 @@ def microscope(
     blur: float = 1.5,
     noise: float = 0.06,
     percentiles: tuple[float, float] | None = (1.0, 99.8),
+    instrument: np.random.Generator | None = None,
 ) -> np.ndarray:
     """What real microscopes do to a normalised float image (C, H, W) or (H, W); float32.
 
@@ -225,7 +226,13 @@ def microscope(
     gamma))``; Gaussian blur of up to ``blur`` px; Gaussian noise of up to ``noise`` times the
     range. Then, with ``percentiles``, the tile is normalised again from its own percentiles,
     as inference normalises a whole image, so that debris dominates the range as it would.
+
+    ``instrument``, when given, draws what belongs to the microscope rather than to the field
+    of view (contrast, the uneven background, gamma, blur, noise level); a generator seeded
+    alike for every image gives images of one microscope. ``rng`` draws the rest (which
+    objects are dim, the debris).
     """
+    inst = rng if instrument is None else instrument
     img = np.asarray(image, dtype=np.float32)
     squeeze = img.ndim == 2
     if squeeze:
@@ -236,12 +243,12 @@ def microscope(
     rng_ = float(np.percentile(out, 99.8)) or 1.0
     if object_brightness:
         out = out * np.exp(_smooth_field((h, w), rng, 4, object_brightness))
-    c = math.exp(rng.uniform(math.log(contrast_range[0]), math.log(contrast_range[1])))
+    c = math.exp(inst.uniform(math.log(contrast_range[0]), math.log(contrast_range[1])))
     out = out * c
     if uneven:
-        field = _smooth_field((h, w), rng, 3, 1.0)
+        field = _smooth_field((h, w), inst, 3, 1.0)
         field -= field.min()
-        out = out + rng.uniform(0, uneven) * rng_ * field / max(float(field.max()), 1e-6)
+        out = out + inst.uniform(0, uneven) * rng_ * field / max(float(field.max()), 1e-6)
     n_blobs = rng.poisson(debris) if debris else 0
     if n_blobs:
         yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
@@ -256,12 +263,12 @@ def microscope(
             out = out + amp * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * sig * sig))
     if gamma:
         top = max(float(out.max()), 1e-6)
-        out = top * np.power(np.clip(out / top, 0, None), math.exp(rng.uniform(-gamma, gamma)), dtype=np.float32)
-    if blur and rng.random() < 0.3:
-        out = np.stack([ndi.gaussian_filter(ch, rng.uniform(0.5, blur)) for ch in out])
+        out = top * np.power(np.clip(out / top, 0, None), math.exp(inst.uniform(-gamma, gamma)), dtype=np.float32)
+    if blur and inst.random() < 0.3:
+        out = np.stack([ndi.gaussian_filter(ch, inst.uniform(0.5, blur)) for ch in out])
     if noise:
         span = float(np.percentile(out, 99.8) - np.percentile(out, 1.0)) or 1.0
-        out = out + rng.normal(0.0, rng.uniform(0, noise) * span, size=out.shape).astype(np.float32)
+        out = out + rng.normal(0.0, inst.uniform(0, noise) * span, size=out.shape).astype(np.float32)
     if percentiles is not None:
         a, b = np.percentile(out, percentiles)
         out = (out - a) / (b - a if b > a else 1.0)
@@ -269,15 +276,19 @@ def microscope(
     return out[0] if squeeze else out
 
 
-def degraded(image, background, seed: int, *, contrast: tuple[float, float] = (0.05, 0.2), debris: float = 4.0):
+def degraded(image, background, seed: int, *, contrast: tuple[float, float] = (0.05, 0.2), debris: float = 4.0,
+             instrument_seed: int | None = None):
     """``image`` (H, W) as a poorer widefield microscope would record it, for benchmarks and
     tests: nuclei dimmed to ``contrast`` of the range (dim and bright ones side by side),
     uneven background, bright out-of-focus debris on ``background`` pixels (bool (H, W)),
-    noise; uint16. :func:`microscope` with fixed, strong settings and its own ``seed``."""
+    noise; uint16. :func:`microscope` with fixed, strong settings and its own ``seed``. With
+    ``instrument_seed``, images degraded with the same one come from one microscope (same
+    contrast, uneven background and noise level; their own dim nuclei and debris)."""
     x = np.asarray(image, dtype=np.float32)
     x = (x - x.min()) / max(float(np.ptp(x)), 1.0)
     out = microscope(x, np.random.default_rng(seed), background=background, contrast_range=contrast, uneven=0.5,
-                     object_brightness=0.5, debris=debris, gamma=0.0, blur=0.0, noise=0.02, percentiles=None)
+                     object_brightness=0.5, debris=debris, gamma=0.0, blur=0.0, noise=0.02, percentiles=None,
+                     instrument=None if instrument_seed is None else np.random.default_rng(instrument_seed))
     return (np.clip(out, 0, None) * 4000).astype(np.uint16)
 
 

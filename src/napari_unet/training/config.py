@@ -39,7 +39,8 @@ class TrainingConfig:
     model missed still scores above it, while a merge stays far below a match) and the held-out
     background by pixel agreement, and up to ``anchor_objects`` of the start model's own objects
     far from the strokes must stay as they were (weighted by how well it did on the held-out
-    cells);
+    cells; those a fine-tuned network still finds must keep their outlines to within
+    ``anchor_drift`` mean IoU, or it cannot replace the start model);
     ``"pixels"`` by per-class pixel IoU, which cannot see merged cells. A fine-tuned iteration
     replaces the start model only when it beats the start's score by more than ``min_gain``
     (a smaller gain on a few held-out cells is within the judge's noise, and the start model
@@ -89,6 +90,7 @@ class TrainingConfig:
     match_iou: float = 0.5  # "objects": a held-out cell counts when one predicted object overlaps it above this IoU
     unmatched_credit: float = 0.5  # "objects": fraction of its best IoU that an unmatched held-out cell counts
     anchor_objects: int = 12  # "objects": start-model objects far from the strokes that must stay as they were
+    anchor_drift: float = 0.05  # "objects": how far (mean IoU) the outlines of those objects may move; 1 = any
     min_gain: float = 0.005  # fine-tuning: a fine-tuned iteration must beat the start model's score by more than this
     train_layers: str = "all"  # "all" or "decoder" (contracting path frozen)
 
@@ -128,6 +130,8 @@ class TrainingConfig:
             raise ValueError("match_iou must be in (0, 1)")
         if not (math.isfinite(self.min_gain) and self.min_gain >= 0):
             raise ValueError("min_gain must be a number >= 0")
+        if not 0 <= self.anchor_drift <= 1:
+            raise ValueError("anchor_drift must be between 0 and 1 (1: outlines may move freely)")
         if self.anchor_objects < 0:
             raise ValueError("anchor_objects must be 0 or more")
         if not 0 <= self.unmatched_credit < 1:

@@ -249,9 +249,9 @@ def matched_cell_scores(predicted: np.ndarray, cells: np.ndarray, match_iou: flo
     return out
 
 
-def _cell_score(net, model: SegmentationModel, examples: list[Example], windows: list[_CellWindow], device,
-                bf16: bool, match_iou: float, unmatched_credit: float = 0.0) -> float:
-    """Mean over the cells in ``windows`` of :func:`matched_cell_scores` with the model's own
+def _cell_scores(net, model: SegmentationModel, examples: list[Example], windows: list[_CellWindow], device,
+                 bf16: bool, match_iou: float, unmatched_credit: float = 0.0) -> list[float]:
+    """:func:`matched_cell_scores` of every cell in ``windows`` with the model's own
     post-processing (threshold, seeds, smoothing, minimum size) on the predicted window."""
     from ..postprocess import labels_from_model_output
 
@@ -260,6 +260,12 @@ def _cell_score(net, model: SegmentationModel, examples: list[Example], windows:
         h, wd = w.cells.shape
         probs = _window_probabilities(net, model, examples[w.example].image, w.y0, w.x0, h, wd, device, bf16)
         scores += matched_cell_scores(labels_from_model_output(probs, model), w.cells, match_iou, unmatched_credit)
+    return scores
+
+
+def _cell_score(*args, **kwargs) -> float:
+    """Mean of :func:`_cell_scores` (0 without cells)."""
+    scores = _cell_scores(*args, **kwargs)
     return float(np.mean(scores)) if scores else 0.0
 
 
@@ -302,8 +308,11 @@ class HeldOutJudge:
     each agreement term (pixels where the start model was sure; with ``"objects"`` also up to
     ``cfg.anchor_objects`` of its own objects far from the strokes, scored like held-out
     cells, weighted by the square of the start model's own score on the held-out cells, so that they count
-    where it was right and not where it was wrong): a small held-out set is a noisy judge. The
-    first network scored must be the start model."""
+    where it was right and not where it was wrong): a small held-out set is a noisy judge.
+    Those of the start model's objects that a network still finds must keep their outlines: when
+    their mean IoU with the start model's outlines falls by more than ``cfg.anchor_drift``, the
+    network scores at most what the start model scored (``drifted`` counts such networks), so
+    it cannot replace it. The first network scored must be the start model."""
 
     def __init__(self, model: SegmentationModel, examples: list[Example], scored_labels, painted,
                  cfg: TrainingConfig):
@@ -333,13 +342,16 @@ class HeldOutJudge:
             self.anchors += _stand_ins(examples, far, c, arng)
         # the start model's own objects far from the strokes, scored as objects ("objects" only)
         self.start_held: float | None = None
+        self.start_score: float | None = None
+        self.start_outlines: float | None = None  # the start model's mean IoU on its own anchors (about 1)
+        self.anchor_drift, self.drifted = cfg.anchor_drift, 0
         self.object_anchors = (_object_anchors(model, examples, far, arng, cfg.anchor_objects)
                                if cfg.holdout_score == "objects" and cfg.anchor_objects > 0 else [])
 
     def score(self, net, device, bf16: bool) -> float:
         """The score of ``net`` (in eval mode), higher is better, 0 to 1."""
         args = (net, self.model, self.examples)
-        held = []
+        held, outlines = [], None
         if self.cells:
             held.append(_cell_score(*args, self.cells, device, bf16, self.match_iou, self.unmatched_credit))
         if self.regions:
@@ -354,9 +366,24 @@ class HeldOutJudge:
         if self.object_anchors:
             if self.start_held is None:  # the first network scored is the start model
                 self.start_held = held[0] if self.cells else 1.0  # its score on the held-out cells
-            parts.append(_cell_score(*args, self.object_anchors, device, bf16, self.match_iou, self.unmatched_credit))
+            anchors = _cell_scores(*args, self.object_anchors, device, bf16, self.match_iou, self.unmatched_credit)
+            parts.append(float(np.mean(anchors)))
             # the start model's objects count as much as it got the held-out cells right
             # (squared): on an image where it was wrong (dim nuclei missed, debris taken for
-            # nuclei), its other objects are no reference
+            # nuclei), its other objects are no reference for what is an object
             weights.append(self.start_held ** 2)
-        return float(np.average(parts, weights=weights)) if parts else 0.0
+            found = [a for a in anchors if a > self.match_iou]  # the anchors it still finds, as objects
+            outlines = float(np.mean(found)) if found else None
+        score = float(np.average(parts, weights=weights)) if parts else 0.0
+        if self.start_score is None:  # the start model
+            self.start_score = score
+            if self.object_anchors:
+                self.start_outlines = outlines
+        elif (self.start_outlines is not None and outlines is not None
+              and outlines < self.start_outlines - self.anchor_drift):
+            # but where it kept an object it must keep its outline: fine-tuning that moves the
+            # borders of objects nobody painted (all nuclei a pixel smaller, membranes opened)
+            # does so on the user's other images too, whatever it gained on the held-out strokes
+            self.drifted += 1
+            score = min(score, self.start_score)
+        return score
