@@ -108,3 +108,14 @@ def test_default_model_is_listed_first_everywhere(capsys):
     assert list(list_builtin_models()) == names
     assert main(["models"]) == 0
     assert capsys.readouterr().out.splitlines()[0].split()[0] == DEFAULT_MODEL
+
+
+def test_the_cpu_tile_budget_honours_the_memory_limit(monkeypatch):
+    import torch
+
+    from napari_unet.tileplan import default_memory_budget
+
+    monkeypatch.setenv("NAPARI_UNET_MEMORY_LIMIT", "400M")
+    assert default_memory_budget(torch.device("cpu")) == 100 * 2**20  # a quarter of the limit
+    monkeypatch.setenv("NAPARI_UNET_MEMORY_LIMIT", "64G")
+    assert default_memory_budget(torch.device("cpu")) == 2 * 2**30  # never more than 2 GiB

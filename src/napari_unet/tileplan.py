@@ -40,19 +40,16 @@ def peak_bytes_per_pixel(config: UNetConfig, precision: str = "float32", *, trai
 
 def default_memory_budget(device) -> int:
     """Bytes the tiles of one batch may use: half the free memory of a GPU; on the CPU a quarter
-    of the available memory, at most 2 GiB."""
+    of the available memory (:func:`napari_unet.memory.available_memory`, which honours
+    ``NAPARI_UNET_MEMORY_LIMIT``), at most 2 GiB."""
     if device.type == "cuda":
         import torch
 
         free, _ = torch.cuda.mem_get_info(device)
         return int(free * 0.5)
-    try:
-        import psutil
+    from .memory import available_memory
 
-        avail = psutil.virtual_memory().available
-    except Exception:  # pragma: no cover - psutil missing
-        avail = 8 * 2**30
-    return int(min(2 * 2**30, avail * 0.25))
+    return int(min(2 * 2**30, available_memory() * 0.25))  # NAPARI_UNET_MEMORY_LIMIT caps it too
 
 
 def tile_margin(config: UNetConfig) -> int:
