@@ -262,3 +262,31 @@ def test_a_candidate_that_moves_the_outlines_of_unpainted_objects_cannot_replace
         assert judge.drifted == (0 if wins else 1)
     with pytest.raises(ValueError, match="anchor_drift"):
         TrainingConfig(anchor_drift=1.5)
+
+
+def test_the_start_models_reliability_is_measured_on_every_painted_cell():
+    # two painted cells: the held-out one is too dim for the start model, the other it finds;
+    # its objects far from the strokes then weigh by its score on both cells, not on the one
+    yy, xx = np.mgrid[:160, :160]
+    img = np.zeros((160, 160), np.float32)
+    img[np.hypot(yy - 110, xx - 110) < 12] = 1.0  # an unpainted object of the start model
+    img[np.hypot(yy - 30, xx - 30) < 10] = 0.2  # painted, held out, missed
+    img[np.hypot(yy - 30, xx - 110) < 10] = 1.0  # painted, trained on, found
+    painted = np.zeros(img.shape, np.uint16)
+    painted[np.hypot(yy - 30, xx - 30) < 10] = 2
+    painted[np.hypot(yy - 30, xx - 110) < 10] = 3
+    held = np.where(painted == 2, painted, 0).astype(np.uint16)
+    model = tiny_model(padding="same")
+    model.normalization = Normalization(mode="fixed")
+    cfg = TrainingConfig(holdout_score="objects", tile=124, distill_distance=4)
+    ex = Example(img, np.where(painted == 3, painted, 0).astype(np.uint16), model, cfg)
+    start_net = _Threshold(0.5)
+    with torch.no_grad():
+        ex.teacher = torch.softmax(start_net(torch.from_numpy(img)[None, None]), 1)[0].numpy()
+    only_held = HeldOutJudge(model, [ex], [held], [painted > 0], cfg)
+    every = HeldOutJudge(model, [ex], [held], [painted > 0], cfg, painted_labels=[painted])
+    assert every.object_anchors  # the unpainted object
+    for judge in (only_held, every):
+        judge.score(start_net, torch.device("cpu"), False)
+    assert only_held.start_held == 0.0  # it missed the held-out cell: its objects would count for nothing
+    assert every.start_held == pytest.approx(0.5)  # one of two painted cells found exactly

@@ -307,7 +307,8 @@ class HeldOutJudge:
     The held-out part weighs ``n / (n + HELD_OUT_PIXELS)`` (``n`` held-out pixels) against 1 for
     each agreement term (pixels where the start model was sure; with ``"objects"`` also up to
     ``cfg.anchor_objects`` of its own objects far from the strokes, scored like held-out
-    cells, weighted by the square of the start model's own score on the held-out cells, so that they count
+    cells, weighted by the square of the start model's own score on all painted cells (``painted_labels``;
+    without them, on the held-out cells), so that they count
     where it was right and not where it was wrong): a small held-out set is a noisy judge.
     Those of the start model's objects that a network still finds must keep their outlines: when
     their mean IoU with the start model's outlines falls by more than ``cfg.anchor_drift``, the
@@ -315,7 +316,7 @@ class HeldOutJudge:
     it cannot replace it. The first network scored must be the start model."""
 
     def __init__(self, model: SegmentationModel, examples: list[Example], scored_labels, painted,
-                 cfg: TrainingConfig):
+                 cfg: TrainingConfig, painted_labels=None):
         self.model, self.examples, self.match_iou = model, examples, cfg.match_iou
         self.unmatched_credit = cfg.unmatched_credit
         self.regions: list[_Region] = []
@@ -342,6 +343,10 @@ class HeldOutJudge:
             self.anchors += _stand_ins(examples, far, c, arng)
         # the start model's own objects far from the strokes, scored as objects ("objects" only)
         self.start_held: float | None = None
+        # the start model's reliability is measured on every painted cell (all are new to it),
+        # not on the one or two held out: those may be just the ones it missed
+        self.painted_cells = ([w for i, lb in enumerate(painted_labels) for w in _cell_windows(i, np.asarray(lb))]
+                              if painted_labels is not None else [])
         self.start_score: float | None = None
         self.start_outlines: float | None = None  # the start model's mean IoU on its own anchors (about 1)
         self.anchor_drift, self.drifted = cfg.anchor_drift, 0
@@ -365,7 +370,11 @@ class HeldOutJudge:
             weights.append(1.0)
         if self.object_anchors:
             if self.start_held is None:  # the first network scored is the start model
-                self.start_held = held[0] if self.cells else 1.0  # its score on the held-out cells
+                if self.painted_cells:  # its score on all painted cells
+                    self.start_held = _cell_score(*args, self.painted_cells, device, bf16, self.match_iou,
+                                                  self.unmatched_credit)
+                else:  # on the held-out cells
+                    self.start_held = held[0] if self.cells else 1.0
             anchors = _cell_scores(*args, self.object_anchors, device, bf16, self.match_iou, self.unmatched_credit)
             parts.append(float(np.mean(anchors)))
             # the start model's objects count as much as it got the held-out cells right
