@@ -14,7 +14,9 @@ foreground IoU and AP@0.5 (mean over the images). Three stroke styles:
 * ``a``: 8 whole cells + 12 background dabs (radius 8 px);
 * ``b``: the same 8 whole cells, no background;
 * ``c``: a scribble (3 px wide) along the long axis of each of those cells + 6 background
-  scribbles (5 px wide, about 80 px long).
+  scribbles (5 px wide, about 80 px long);
+* ``f`` (not run by default): the whole image labelled from its ground truth, the most one
+  image can teach: a ceiling for what strokes on it can do to the other images.
 
 Data sets: ``dsb`` (DSB2018, the 17 images of 360x360 px, one look), ``hela`` (CTC
 Fluo-N2DL-HeLa), ``gowt1`` (CTC Fluo-N2DH-GOWT1), all with ``fluo-nuclei``; ``em`` (ISBI 2012
@@ -41,7 +43,8 @@ from scipy import ndimage as ndi
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
-STYLES = {"a": "whole cells + background dabs", "b": "cells only", "c": "scribbles in cells + background scribbles"}
+STYLES = {"a": "whole cells + background dabs", "b": "cells only", "c": "scribbles in cells + background scribbles",
+          "f": "the whole image labelled"}
 
 
 def _imread(p):
@@ -103,6 +106,8 @@ def _line(shape, y0, x0, y1, x1, width):
 def simulate(truth, pred_fg, style, seed=0, n_cells=8, n_dabs=12, n_scribbles=6):
     """Strokes in the label convention from ground-truth instances ``truth`` and the start
     model's foreground ``pred_fg`` (painting where it is wrong)."""
+    if style == "f":  # every pixel: what one fully annotated image can teach (a ceiling for strokes)
+        return np.where(truth > 0, truth.astype(np.int64) + 1, 1).astype(np.uint16)
     rng = np.random.default_rng(seed)
     ids = np.unique(truth)
     ids = ids[ids > 0]
