@@ -9,7 +9,7 @@ is wrong: half of the painted cells are those the start model segments worst, ha
 background strokes lie on its false positives) and the model is fine-tuned with
 ``TrainingConfig.for_strokes()`` (the defaults of the command line and the widget). The other
 images of the same set are segmented before and after, and scored against their ground truth:
-foreground IoU and AP@0.5 (mean over the images). Three stroke styles:
+foreground IoU and AP@0.5 (mean over the images). Stroke styles:
 
 * ``a``: 8 whole cells + 12 background dabs (radius 8 px);
 * ``b``: the same 8 whole cells, no background;
@@ -32,6 +32,7 @@ images of one user's data set are.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 import warnings
@@ -55,12 +56,12 @@ def _imread(p):
 
 def load_set(name):
     """(model name, [(image, instances)], index of the image to paint on)."""
-    base, _, scope = name.partition("-scope")
-    if name.endswith("-hard") or scope:
+    hard = re.fullmatch(r"(\w+)-(hard|scope(\d+))", name)
+    if hard:
         from napari_unet.augment import degraded
 
-        model_name, pairs, k = load_set(name.removesuffix("-hard") if not scope else base)
-        inst = int(scope) if scope else None  # one microscope for all images, or one each
+        model_name, pairs, k = load_set(hard.group(1))
+        inst = int(hard.group(3)) if hard.group(3) else None  # one microscope for all images, or one each
         return model_name, [(degraded(img, truth == 0, 100 + j, contrast=(0.1, 0.1), debris=6, instrument_seed=inst),
                              truth) for j, (img, truth) in enumerate(pairs)], k
     if name == "dsb":
@@ -86,7 +87,7 @@ def load_set(name):
             lab = L.to_instances(L.from_membranes(_imread(DATA / "isbi2012" / "labels" / f"slice{i:02d}.png")))
             pairs.append((img, lab))
         return "em-membranes", pairs, 2
-    raise ValueError(name)
+    raise ValueError(f"unknown data set {name!r}: dsb, hela, gowt1 or em, optionally with -hard or -scopeN")
 
 
 def _disk(shape, cy, cx, r):

@@ -290,3 +290,24 @@ def test_the_start_models_reliability_is_measured_on_every_painted_cell():
         judge.score(start_net, torch.device("cpu"), False)
     assert only_held.start_held == 0.0  # it missed the held-out cell: its objects would count for nothing
     assert every.start_held == pytest.approx(0.5)  # one of two painted cells found exactly
+
+
+def test_a_large_judge_window_is_computed_in_pieces_with_the_same_result(monkeypatch):
+    import napari_unet.training.holdout as H
+
+    model = tiny_model()  # valid padding: every piece reads its own context, the result is exact
+    net = model.network.eval()
+    img = np.random.default_rng(0).random((1, 150, 170)).astype(np.float32)
+    whole = H._window_probabilities(net, model, img, 7, 9, 120, 130, torch.device("cpu"), False)
+    monkeypatch.setattr(H, "WINDOW_CHUNK", 48)
+    calls, real = [], H._window_probabilities
+
+    def spy(*args):
+        calls.append(args[3:7])  # y0, x0, h, w
+        return real(*args)
+
+    monkeypatch.setattr(H, "_window_probabilities", spy)
+    pieces = H._window_probabilities(net, model, img, 7, 9, 120, 130, torch.device("cpu"), False)
+    assert len(calls) == 1 + 3 * 3 and max(max(c[2], c[3]) for c in calls[1:]) <= 48  # nine pieces
+    assert pieces.shape == whole.shape == (2, 120, 130)
+    np.testing.assert_allclose(pieces, whole, atol=1e-5)

@@ -91,3 +91,33 @@ def test_isbi_weight_peaks_on_membranes():
     assert w.shape == lab.shape
     assert lab.flat[np.argmax(w)] == 1
     assert w[lab == 1].mean() > w[lab >= 2].mean()
+
+
+def test_square_root_class_weights_lift_a_rare_class_less_and_keep_mean_one():
+    from napari_unet.labels import to_classes
+    from napari_unet.train import TrainingConfig
+
+    lab = np.ones((60, 60), np.uint16)
+    lab[10:30, 10:30] = 2
+    lab[30:50, 20:40] = 3
+    lab[:5] = 0
+    cls = to_classes(lab, 3)
+    counts = np.bincount(cls[cls >= 0], minlength=3)
+    ratio = {}
+    for p in (1.0, 0.5, 0.0):
+        w = class_weights(lab, n_classes=3, power=p)
+        assert w[cls < 0].max() == 0 and w[cls >= 0].mean() == pytest.approx(1.0)
+        per = [float(w[cls == k][0]) for k in range(3)]
+        # each class's weight is proportional to its pixel count to the power -p
+        assert per[2] / per[0] == pytest.approx((counts[0] / counts[2]) ** p, rel=1e-5)
+        ratio[p] = per[2] / per[0]
+    assert ratio[1.0] > ratio[0.5] > ratio[0.0] == pytest.approx(1.0)
+    np.testing.assert_allclose(class_weights(lab, n_classes=3, power=1.0), class_weights(lab, n_classes=3))
+    # a wider boundary class, as the training targets have it with boundary_width=2
+    wide = class_weights(lab, n_classes=3, boundary_width=2)
+    assert np.count_nonzero(wide == wide[cls == 2][0]) > np.count_nonzero(cls == 2)
+    for bad in (-0.1, 1.5, float("nan")):
+        with pytest.raises(ValueError):
+            class_weights(lab, power=bad)
+        with pytest.raises(ValueError, match="class_balance_power"):
+            TrainingConfig(class_balance_power=bad)

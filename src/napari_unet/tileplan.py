@@ -49,7 +49,7 @@ def default_memory_budget(device) -> int:
         return int(free * 0.5)
     from .memory import available_memory
 
-    return int(min(2 * 2**30, available_memory() * 0.25))  # NAPARI_UNET_MEMORY_LIMIT caps it too
+    return int(min(2 * 2**30, available_memory() * 0.25))  # NAPARI_UNET_MEMORY_LIMIT, when set, stands for it
 
 
 def tile_margin(config: UNetConfig) -> int:

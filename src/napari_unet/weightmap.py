@@ -121,7 +121,8 @@ def border_weight(labels, w0: float = 10.0, sigma: float = 5.0, tol: float = 1e-
     return out
 
 
-def class_weights(labels, class_balance: bool = True, n_classes: int = 2, power: float = 1.0) -> np.ndarray:
+def class_weights(labels, class_balance: bool = True, n_classes: int = 2, power: float = 1.0,
+                  boundary_width: int = 1) -> np.ndarray:
     """Class-balance weight ``w_c`` (float32, (H, W)); 0 on unannotated pixels.
 
     ``w_c(class)`` is proportional to ``n_class ** -power`` over annotated pixels, scaled so
@@ -131,7 +132,8 @@ def class_weights(labels, class_balance: bool = True, n_classes: int = 2, power:
     ``n_annotated / (n_classes_present * n_class)``: each class present has the same total
     weight. ``power=0.5`` (square-root weights) lifts rare classes less, so that a thin
     boundary ring does not get a third of the loss. 1 everywhere annotated if
-    ``class_balance`` is False or ``power`` is 0.
+    ``class_balance`` is False or ``power`` is 0. ``boundary_width``: the boundary class's
+    width in pixels, as the training targets have it.
     """
     lab = _check(labels)
     if not (math.isfinite(power) and 0 <= power <= 1):
@@ -140,7 +142,7 @@ def class_weights(labels, class_balance: bool = True, n_classes: int = 2, power:
     if n_classes == 3:
         from .labels import to_classes
 
-        cls = to_classes(lab, 3)
+        cls = to_classes(lab, 3, boundary_width)
     else:
         cls = np.where(lab >= 2, 1, np.where(lab == 1, 0, -1))
     if not class_balance or power == 0:

@@ -38,7 +38,7 @@ class TrainingConfig:
     ``unmatched_credit`` times its best IoU, so that a model that starts to find cells the start
     model missed still scores above it, while a merge stays far below a match) and the held-out
     background by pixel agreement, and up to ``anchor_objects`` of the start model's own objects
-    far from the strokes must stay as they were (weighted by how well it did on the held-out
+    far from the strokes must stay as they were (weighted by how well it did on the painted
     cells; those a fine-tuned network still finds must keep their outlines to within
     ``anchor_drift`` mean IoU, or it cannot replace the start model);
     ``"pixels"`` by per-class pixel IoU, which cannot see merged cells. A fine-tuned iteration
@@ -90,7 +90,7 @@ class TrainingConfig:
     match_iou: float = 0.5  # "objects": a held-out cell counts when one predicted object overlaps it above this IoU
     unmatched_credit: float = 0.5  # "objects": fraction of its best IoU that an unmatched held-out cell counts
     anchor_objects: int = 12  # "objects": start-model objects far from the strokes that must stay as they were
-    anchor_drift: float = 0.05  # "objects": how far (mean IoU) the outlines of those objects may move; 1 = any
+    anchor_drift: float = 0.05  # "objects": how far (mean IoU) the outlines of those objects may move; >= 0.5: any
     min_gain: float = 0.005  # fine-tuning: a fine-tuned iteration must beat the start model's score by more than this
     train_layers: str = "all"  # "all" or "decoder" (contracting path frozen)
 

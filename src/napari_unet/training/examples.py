@@ -65,7 +65,7 @@ class Example:
                         else np.full(lab.shape, -1, np.int64))
         border = border_weight(lab, w0=cfg.w0, sigma=cfg.sigma) if cfg.w0 > 0 and lab.any() else None
         self.weights = (class_weights(lab, class_balance=cfg.class_balance, n_classes=self.n_classes,
-                                      power=cfg.class_balance_power) if lab.any()
+                                      power=cfg.class_balance_power, boundary_width=cfg.boundary_width) if lab.any()
                         else np.zeros(lab.shape, np.float32))
         if border is not None:
             self.weights += border

@@ -16,7 +16,8 @@ from .annotations import painted_objects
 from .config import TrainingConfig
 from .examples import Example
 
-__all__ = ["holdout_split", "matched_cell_scores", "HeldOutJudge", "validation_scores", "HELD_OUT_PIXELS"]
+__all__ = ["holdout_split", "matched_cell_scores", "HeldOutJudge", "validation_scores", "HELD_OUT_PIXELS",
+           "WINDOW_CHUNK"]
 
 #: held-out pixels at which the held-out strokes weigh half as much as the agreement with the start model
 HELD_OUT_PIXELS = 1000
@@ -144,10 +145,26 @@ def _object_anchors(model: SegmentationModel, examples: list[Example], far_from_
     return out
 
 
+#: output pixels a side above which a judge's window is computed in pieces (bounded memory)
+WINDOW_CHUNK = 512
+
+
 def _window_probabilities(net, model: SegmentationModel, image: np.ndarray, y0: int, x0: int, h: int, w: int,
                           device, bf16: bool) -> np.ndarray:
     """Class probabilities (K, h, w) of the (normalised, (C, H, W)) ``image`` window at
-    (y0, x0), with the context the network needs read mirrored around it."""
+    (y0, x0), with the context the network needs read mirrored around it. Windows larger than
+    ``WINDOW_CHUNK`` a side (a fully painted image) are computed in pieces, each with its own
+    context from the image, so that memory stays bounded."""
+    if h > WINDOW_CHUNK or w > WINDOW_CHUNK:
+        out = None
+        for cy in range(0, h, WINDOW_CHUNK):
+            for cx in range(0, w, WINDOW_CHUNK):
+                ch, cw = min(WINDOW_CHUNK, h - cy), min(WINDOW_CHUNK, w - cx)
+                part = _window_probabilities(net, model, image, y0 + cy, x0 + cx, ch, cw, device, bf16)
+                if out is None:
+                    out = np.empty((part.shape[0], h, w), part.dtype)
+                out[:, cy : cy + ch, cx : cx + cw] = part
+        return out
     from ..tileplan import min_tile_for as _min_tile_for
     from ..tileplan import tile_margin
     from ..tiling import read_mirrored
@@ -263,9 +280,10 @@ def _cell_scores(net, model: SegmentationModel, examples: list[Example], windows
     return scores
 
 
-def _cell_score(*args, **kwargs) -> float:
+def _cell_score(net, model: SegmentationModel, examples: list[Example], windows: list[_CellWindow], device,
+                bf16: bool, match_iou: float, unmatched_credit: float = 0.0) -> float:
     """Mean of :func:`_cell_scores` (0 without cells)."""
-    scores = _cell_scores(*args, **kwargs)
+    scores = _cell_scores(net, model, examples, windows, device, bf16, match_iou, unmatched_credit)
     return float(np.mean(scores)) if scores else 0.0
 
 
@@ -312,8 +330,11 @@ class HeldOutJudge:
     where it was right and not where it was wrong): a small held-out set is a noisy judge.
     Those of the start model's objects that a network still finds must keep their outlines: when
     their mean IoU with the start model's outlines falls by more than ``cfg.anchor_drift``, the
-    network scores at most what the start model scored (``drifted`` counts such networks), so
-    it cannot replace it. The first network scored must be the start model."""
+    network scores at most what the start model scored, so it cannot replace it (``drifted``
+    counts the networks that would have replaced it otherwise; ``best_capped`` is the best score
+    taken from them). Objects a network no longer finds are left to the weighted term above: a
+    fine-tuned model that drops debris the start model took for nuclei must not be barred for
+    it. The first network scored must be the start model."""
 
     def __init__(self, model: SegmentationModel, examples: list[Example], scored_labels, painted,
                  cfg: TrainingConfig, painted_labels=None):
@@ -343,20 +364,21 @@ class HeldOutJudge:
             self.anchors += _stand_ins(examples, far, c, arng)
         # the start model's own objects far from the strokes, scored as objects ("objects" only)
         self.start_held: float | None = None
+        self.start_score: float | None = None
+        self.start_anchors: list[float] | None = None  # the start model's IoU on each of its own anchors (about 1)
+        self.anchor_drift, self.min_gain = cfg.anchor_drift, cfg.min_gain
+        self.drifted, self.best_capped = 0, None
+        self.object_anchors = (_object_anchors(model, examples, far, arng, cfg.anchor_objects)
+                               if cfg.holdout_score == "objects" and cfg.anchor_objects > 0 else [])
         # the start model's reliability is measured on every painted cell (all are new to it),
         # not on the one or two held out: those may be just the ones it missed
         self.painted_cells = ([w for i, lb in enumerate(painted_labels) for w in _cell_windows(i, np.asarray(lb))]
-                              if painted_labels is not None else [])
-        self.start_score: float | None = None
-        self.start_outlines: float | None = None  # the start model's mean IoU on its own anchors (about 1)
-        self.anchor_drift, self.drifted = cfg.anchor_drift, 0
-        self.object_anchors = (_object_anchors(model, examples, far, arng, cfg.anchor_objects)
-                               if cfg.holdout_score == "objects" and cfg.anchor_objects > 0 else [])
+                              if painted_labels is not None and self.object_anchors else [])
 
     def score(self, net, device, bf16: bool) -> float:
         """The score of ``net`` (in eval mode), higher is better, 0 to 1."""
         args = (net, self.model, self.examples)
-        held, outlines = [], None
+        held, anchors = [], None
         if self.cells:
             held.append(_cell_score(*args, self.cells, device, bf16, self.match_iou, self.unmatched_credit))
         if self.regions:
@@ -377,22 +399,26 @@ class HeldOutJudge:
                     self.start_held = held[0] if self.cells else 1.0
             anchors = _cell_scores(*args, self.object_anchors, device, bf16, self.match_iou, self.unmatched_credit)
             parts.append(float(np.mean(anchors)))
-            # the start model's objects count as much as it got the held-out cells right
+            # the start model's objects count as much as it got the painted cells right
             # (squared): on an image where it was wrong (dim nuclei missed, debris taken for
             # nuclei), its other objects are no reference for what is an object
             weights.append(self.start_held ** 2)
-            found = [a for a in anchors if a > self.match_iou]  # the anchors it still finds, as objects
-            outlines = float(np.mean(found)) if found else None
         score = float(np.average(parts, weights=weights)) if parts else 0.0
         if self.start_score is None:  # the start model
-            self.start_score = score
-            if self.object_anchors:
-                self.start_outlines = outlines
-        elif (self.start_outlines is not None and outlines is not None
-              and outlines < self.start_outlines - self.anchor_drift):
+            self.start_score, self.start_anchors = score, anchors
+        elif anchors is not None and self._outlines_moved(anchors) and score > self.start_score + self.min_gain:
             # but where it kept an object it must keep its outline: fine-tuning that moves the
             # borders of objects nobody painted (all nuclei a pixel smaller, membranes opened)
             # does so on the user's other images too, whatever it gained on the held-out strokes
             self.drifted += 1
-            score = min(score, self.start_score)
+            self.best_capped = score if self.best_capped is None else max(self.best_capped, score)
+            score = self.start_score
         return score
+
+    def _outlines_moved(self, anchors: list[float]) -> bool:
+        """Whether the anchors that both the start model and this network find (IoU above
+        ``match_iou``) lost more than ``anchor_drift`` of mean IoU against the start model's."""
+        both = [(a, s) for a, s in zip(anchors, self.start_anchors) if a > self.match_iou and s > self.match_iou]
+        if not both:
+            return False
+        return float(np.mean([a for a, _ in both])) < float(np.mean([s for _, s in both])) - self.anchor_drift

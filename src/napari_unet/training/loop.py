@@ -192,9 +192,10 @@ def say_kept(run: Run, history, start_score) -> None:
     tried = [p.validation_score for p in history if p.validation_score is not None]
     start_name = run.best.start_name
     if tried:
-        drifted = run.judge.drifted if run.judge is not None else 0
-        why = (f" {drifted} of the {len(tried)} fine-tuned checks moved the outlines of objects nobody painted and "
-               "could not be kept." if drifted else "")
+        judge = run.judge
+        why = (f" {judge.drifted} of the {len(tried)} fine-tuned checks scored higher (best {judge.best_capped:.3f}) "
+               "but moved the outlines of objects nobody painted, so they were not taken."
+               if judge is not None and judge.drifted else "")
         run.note(f"Fine-tuning did not beat the start model on the {run.scored_on} (start {start_score:.3f}, best "
                  f"fine-tuned {max(tried):.3f}): keeping the start model {start_name!r} unchanged.{why} Paint where "
                  "it is wrong, both cells and background, and try again.")
