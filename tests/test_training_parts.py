@@ -284,7 +284,7 @@ def test_the_start_models_reliability_is_measured_on_every_painted_cell():
     with torch.no_grad():
         ex.teacher = torch.softmax(start_net(torch.from_numpy(img)[None, None]), 1)[0].numpy()
     only_held = HeldOutJudge(model, [ex], [held], [painted > 0], cfg)
-    every = HeldOutJudge(model, [ex], [held], [painted > 0], cfg, painted_labels=[painted])
+    every = HeldOutJudge(model, [ex], [held], [painted], cfg)  # the painted labels, not masks
     assert every.object_anchors  # the unpainted object
     for judge in (only_held, every):
         judge.score(start_net, torch.device("cpu"), False)

@@ -36,7 +36,7 @@ import math
 import numpy as np
 from scipy import ndimage as ndi
 
-__all__ = ["weight_map", "border_weight", "class_weights", "two_nearest_distances"]
+__all__ = ["weight_map", "border_weight", "class_weights", "class_map_weights", "two_nearest_distances"]
 
 _RELABEL_ABOVE = 1 << 20  # relabel sparse ids above this so find_objects stays small
 
@@ -135,28 +135,29 @@ def class_weights(labels, class_balance: bool = True, n_classes: int = 2, power:
     ``class_balance`` is False or ``power`` is 0. ``boundary_width``: the boundary class's
     width in pixels, as the training targets have it.
     """
-    lab = _check(labels)
+    from .labels import to_classes
+
+    return class_map_weights(to_classes(_check(labels), n_classes, boundary_width), n_classes,
+                             power if class_balance else 0.0)
+
+
+def class_map_weights(classes, n_classes: int, power: float = 1.0) -> np.ndarray:
+    """:func:`class_weights` of a class map (int (H, W), -1 where not annotated, as
+    :func:`napari_unet.labels.to_classes` makes it), for callers that have one already."""
     if not (math.isfinite(power) and 0 <= power <= 1):
         raise ValueError(f"power must be between 0 and 1, not {power}")
-    out = np.zeros(lab.shape, dtype=np.float32)
-    if n_classes == 3:
-        from .labels import to_classes
-
-        cls = to_classes(lab, 3, boundary_width)
-    else:
-        cls = np.where(lab >= 2, 1, np.where(lab == 1, 0, -1))
-    if not class_balance or power == 0:
-        out[cls >= 0] = 1.0
-        return out
-    counts = np.bincount(cls[cls >= 0].ravel(), minlength=n_classes).astype(np.float64)
+    cls = np.asarray(classes)
+    ann = cls >= 0
+    out = np.zeros(cls.shape, dtype=np.float32)
+    counts = np.bincount(cls[ann].ravel(), minlength=n_classes).astype(np.float64)
     present = counts > 0
-    if not present.any():
+    if power == 0 or not present.any():
+        out[ann] = 1.0
         return out
     per_class = np.zeros_like(counts)
     per_class[present] = counts[present] ** -power
     per_class *= counts.sum() / float((counts * per_class).sum())  # mean 1 over annotated pixels
-    for k in np.flatnonzero(present):
-        out[cls == k] = per_class[k]
+    out[ann] = per_class[cls[ann]]
     return out
 
 

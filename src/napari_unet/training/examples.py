@@ -11,7 +11,7 @@ import torch
 from ..labels import separate_touching, to_classes, validate_labels
 from ..model import output_size, valid_input_size
 from ..modelfile import SegmentationModel
-from ..weightmap import border_weight, class_weights
+from ..weightmap import border_weight, class_map_weights
 from .config import TrainingConfig
 
 __all__ = ["Example", "check_training_memory", "checked_input", "input_tile"]
@@ -64,9 +64,9 @@ class Example:
         self.classes = (to_classes(lab, self.n_classes, cfg.boundary_width) if lab.any()
                         else np.full(lab.shape, -1, np.int64))
         border = border_weight(lab, w0=cfg.w0, sigma=cfg.sigma) if cfg.w0 > 0 and lab.any() else None
-        self.weights = (class_weights(lab, class_balance=cfg.class_balance, n_classes=self.n_classes,
-                                      power=cfg.class_balance_power, boundary_width=cfg.boundary_width) if lab.any()
-                        else np.zeros(lab.shape, np.float32))
+        # the class balance of the targets themselves (no second to_classes)
+        self.weights = class_map_weights(self.classes, self.n_classes, cfg.class_balance_power if cfg.class_balance
+                                         else 0.0)
         if border is not None:
             self.weights += border
         self.annotated = np.flatnonzero(self.classes.ravel() >= 0)

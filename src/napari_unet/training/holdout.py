@@ -317,7 +317,8 @@ def validation_scores(model: SegmentationModel, pairs, device="auto", precision=
 class HeldOutJudge:
     """Scores a network on painted objects it did not train on (``scored_labels``: the held-out
     part, or all the painting when too little was painted to hold some out), plus its agreement
-    with the start model where that was sure and nobody painted (``painted`` masks).
+    with the start model where that was sure and nobody painted (``painted``: the painted labels,
+    or bool masks of the painted pixels).
 
     With ``cfg.holdout_score == "objects"`` the held-out cells count as objects
     (:func:`matched_cell_scores` under the model's post-processing, so a merge or a loss shows)
@@ -325,9 +326,9 @@ class HeldOutJudge:
     The held-out part weighs ``n / (n + HELD_OUT_PIXELS)`` (``n`` held-out pixels) against 1 for
     each agreement term (pixels where the start model was sure; with ``"objects"`` also up to
     ``cfg.anchor_objects`` of its own objects far from the strokes, scored like held-out
-    cells, weighted by the square of the start model's own score on all painted cells (``painted_labels``;
-    without them, on the held-out cells), so that they count
-    where it was right and not where it was wrong): a small held-out set is a noisy judge.
+    cells, weighted by the square of the start model's own score on all painted cells (with
+    ``painted`` as masks: on the held-out cells), so that they count where it was right and not
+    where it was wrong): a small held-out set is a noisy judge.
     Those of the start model's objects that a network still finds must keep their outlines: when
     their mean IoU with the start model's outlines falls by more than ``cfg.anchor_drift``, the
     network scores at most what the start model scored, so it cannot replace it (``drifted``
@@ -337,7 +338,7 @@ class HeldOutJudge:
     it. The first network scored must be the start model."""
 
     def __init__(self, model: SegmentationModel, examples: list[Example], scored_labels, painted,
-                 cfg: TrainingConfig, painted_labels=None):
+                 cfg: TrainingConfig):
         self.model, self.examples, self.match_iou = model, examples, cfg.match_iou
         self.unmatched_credit = cfg.unmatched_credit
         self.regions: list[_Region] = []
@@ -356,8 +357,9 @@ class HeldOutJudge:
         self.n_scored = sum(int(np.count_nonzero(np.asarray(lb) > 0)) for lb in scored_labels)
         # where nobody painted and the start model was sure, it is the reference: a fine-tuned
         # model must gain more on the held-out strokes than it loses there
-        far = [ndi.distance_transform_edt(~p) > max(2 * cfg.distill_distance, 32) if p.any() else np.ones(p.shape, bool)
-               for p in painted]
+        masks = [np.asarray(p) > 0 for p in painted]
+        far = [ndi.distance_transform_edt(~m) > max(2 * cfg.distill_distance, 32) if m.any() else np.ones(m.shape, bool)
+               for m in masks]
         arng = np.random.default_rng(cfg.seed + 1)
         self.anchors: list[_Region] = []
         for c in range(n_cls):
@@ -372,12 +374,13 @@ class HeldOutJudge:
                                if cfg.holdout_score == "objects" and cfg.anchor_objects > 0 else [])
         # the start model's reliability is measured on every painted cell (all are new to it),
         # not on the one or two held out: those may be just the ones it missed
-        self.painted_cells = ([w for i, lb in enumerate(painted_labels) for w in _cell_windows(i, np.asarray(lb))]
-                              if painted_labels is not None and self.object_anchors else [])
+        self.painted_cells = ([w for i, lb in enumerate(painted) for w in _cell_windows(i, np.asarray(lb))]
+                              if self.object_anchors else [])
 
     def score(self, net, device, bf16: bool) -> float:
         """The score of ``net`` (in eval mode), higher is better, 0 to 1."""
         args = (net, self.model, self.examples)
+        first = self.start_score is None  # the first network scored is the start model
         held, anchors = [], None
         if self.cells:
             held.append(_cell_score(*args, self.cells, device, bf16, self.match_iou, self.unmatched_credit))
@@ -391,7 +394,7 @@ class HeldOutJudge:
             parts.append(_region_score(*args, self.anchors, device, bf16))
             weights.append(1.0)
         if self.object_anchors:
-            if self.start_held is None:  # the first network scored is the start model
+            if first:
                 if self.painted_cells:  # its score on all painted cells
                     self.start_held = _cell_score(*args, self.painted_cells, device, bf16, self.match_iou,
                                                   self.unmatched_credit)
@@ -404,7 +407,7 @@ class HeldOutJudge:
             # nuclei), its other objects are no reference for what is an object
             weights.append(self.start_held ** 2)
         score = float(np.average(parts, weights=weights)) if parts else 0.0
-        if self.start_score is None:  # the start model
+        if first:
             self.start_score, self.start_anchors = score, anchors
         elif anchors is not None and self._outlines_moved(anchors) and score > self.start_score + self.min_gain:
             # but where it kept an object it must keep its outline: fine-tuning that moves the

@@ -83,8 +83,7 @@ class Run:
                 self.scored_on = "painted pixels"
                 self.note("Too few painted objects to hold some out for checking: the best iteration is judged on the "
                           "painted pixels themselves. Paint at least 4 cells and 4 background strokes for a fair check.")
-            self.judge = HeldOutJudge(self.model, self.examples, self.held_labels or checked,
-                                      [np.asarray(lb) > 0 for lb in checked], cfg, painted_labels=checked)
+            self.judge = HeldOutJudge(self.model, self.examples, self.held_labels or checked, checked, cfg)
         else:
             self.scored_on = "validation" if validation else "training loss"
         self.t_in, self.t_out = input_tile(self.model, cfg.tile)
