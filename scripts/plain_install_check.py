@@ -56,6 +56,13 @@ def main() -> int:
     ft._train.native.click()
     wait(lambda: ft.result is not None and ft.job is not None and not ft.job.running)
     print("fine-tune:", ft._status.value)
+    from qtpy.QtWidgets import QScrollArea
+
+    w = ft._status.native  # scroll the panel to the fine-tune result, so that the screenshot shows it
+    while w is not None and not isinstance(w, QScrollArea):
+        w = w.parentWidget()
+    if w is not None:
+        w.ensureWidgetVisible(ft._status.native)
     QApplication.processEvents()
     height = viewer.window._qt_window.minimumSizeHint().height()
     print(f"main window minimum height with the panel open: {height} px")
