@@ -103,3 +103,26 @@ def test_paper_sgd_recipe_runs():
     res = train(tiny_model(), [img], [strokes(inst)],
                 TrainingConfig(iterations=3, optimizer="sgd", momentum=0.99, learning_rate=1e-3, tile=124))
     assert len(res.history) == 3 and all(np.isfinite(h.loss) for h in res.history)
+
+
+def test_weight_average_keeps_the_moving_average_of_the_weights():
+    """With ``weight_average`` the weights checked and kept are the moving average: a decay near
+    1 keeps the weights of the first step; 0 keeps the last step's."""
+    import torch
+
+    img, inst = blobs(3)
+    full = np.where(inst > 0, inst + 1, 1)
+    cfg = dict(CFG, seed=5, lr_schedule="constant", validate_every=6, fine_tune=False)
+
+    def weights(res):
+        return torch.cat([p.detach().flatten() for p in res.model.network.parameters()])
+
+    one = weights(train(tiny_model(), [img], [full], TrainingConfig(iterations=1, **cfg)))
+    six = weights(train(tiny_model(), [img], [full], TrainingConfig(iterations=6, **cfg)))
+    held = weights(train(tiny_model(), [img], [full], TrainingConfig(iterations=6, weight_average=1 - 1e-9, **cfg)))
+    half = weights(train(tiny_model(), [img], [full], TrainingConfig(iterations=6, weight_average=0.5, **cfg)))
+    assert (six - one).abs().max() > 1e-3  # six steps moved the weights
+    assert torch.allclose(held, one, atol=1e-6)
+    assert (half - six).abs().max() > 1e-4 and (half - one).abs().max() > 1e-4  # in between
+    with pytest.raises(ValueError, match="weight_average"):
+        TrainingConfig(weight_average=1.0)

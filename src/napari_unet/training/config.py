@@ -46,6 +46,10 @@ class TrainingConfig:
     (a smaller gain on a few held-out cells is within the judge's noise, and the start model
     is the one known to work on the rest of the image).
     ``train_layers="decoder"`` freezes the contracting path.
+
+    ``weight_average`` (0 = off, the paper's choice) is the decay of an exponential moving
+    average of the weights (Polyak averaging); when on, it is the averaged weights that are
+    checked and kept, which smooths the noise of small batches (docs/models.md).
     """
 
     iterations: int = 500
@@ -93,6 +97,7 @@ class TrainingConfig:
     anchor_drift: float = 0.05  # "objects": how far (mean IoU) the outlines of those objects may move; >= 0.5: any
     min_gain: float = 0.005  # fine-tuning: a fine-tuned iteration must beat the start model's score by more than this
     train_layers: str = "all"  # "all" or "decoder" (contracting path frozen)
+    weight_average: float = 0.0  # decay of the moving average of the weights that is checked and kept; 0: off
 
     def __post_init__(self):
         for name in ("iterations", "tile", "batch_size", "validate_every"):
@@ -136,6 +141,8 @@ class TrainingConfig:
             raise ValueError("anchor_objects must be 0 or more")
         if not 0 <= self.unmatched_credit < 1:
             raise ValueError("unmatched_credit must be in [0, 1)")
+        if not (math.isfinite(self.weight_average) and 0 <= self.weight_average < 1):
+            raise ValueError(f"weight_average is a decay in [0, 1) (0: off, e.g. 0.999), not {self.weight_average}")
         if self.train_layers not in ("all", "decoder"):
             raise ValueError("train_layers must be 'all' or 'decoder'")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
@@ -133,6 +134,14 @@ class Run:
         opt.step()
         return float(loss.detach())
 
+    def averaged(self):
+        """The moving average of the weights (``cfg.weight_average``), or None when it is off."""
+        if not self.cfg.weight_average:
+            return None
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+        return AveragedModel(self.net, multi_avg_fn=get_ema_multi_avg_fn(self.cfg.weight_average), use_buffers=True)
+
     def trained_model(self) -> SegmentationModel:
         """The working copy with the best weights, on the CPU, ready to save."""
         self.net.load_state_dict(self.best.state)
@@ -150,6 +159,7 @@ def run_loop(run: Run, t0: float, callback, cancel):
     history: list[Progress] = []
     cancelled, interrupted, ema = False, None, None
     tiles = batches(run.sampler, run.t_in, run.t_out, run.rng, cfg)
+    avg = run.averaged()
     try:
         for it in range(cfg.iterations):
             if is_cancelled(cancel):
@@ -161,14 +171,17 @@ def run_loop(run: Run, t0: float, callback, cancel):
                 raise FloatingPointError(
                     f"the loss became {lv} at iteration {it + 1}: lower the learning rate (now {cfg.learning_rate})"
                 )
+            if avg is not None:
+                avg.update_parameters(net)
             ema = smoothed(ema, lv, BEST_MODEL_SMOOTHING)
             prog = Progress(it + 1, cfg.iterations, lv, lr, seconds=time.perf_counter() - t0)
             if (it + 1) % cfg.validate_every == 0 or it + 1 == cfg.iterations:
-                if run.scored_on == "training loss":
-                    score = -ema
-                else:
-                    score = prog.validation_score = run.evaluate()
-                run.best.consider(score, it + 1, net, done=len(history))
+                with _averaged_weights(net, avg):
+                    if run.scored_on == "training loss":
+                        score = -ema
+                    else:
+                        score = prog.validation_score = run.evaluate()
+                    run.best.consider(score, it + 1, net, done=len(history))
             prog.best_score = run.best.score
             history.append(prog)
             if callback is not None:
@@ -179,11 +192,27 @@ def run_loop(run: Run, t0: float, callback, cancel):
     finally:
         tiles.close()  # stops tile workers, if any
     if run.best.state is None:
-        # cancelled before any checkpoint: the latest weights are the best we have
-        run.best.state, run.best.iteration = copy.deepcopy(net.state_dict()), len(history)
+        # cancelled before any checkpoint: the latest (averaged) weights are the best we have
+        with _averaged_weights(net, avg):
+            run.best.state, run.best.iteration = copy.deepcopy(net.state_dict()), len(history)
     for p in net.parameters():
         p.requires_grad_(True)
     return history, cancelled, interrupted
+
+
+@contextlib.contextmanager
+def _averaged_weights(net, avg):
+    """``net`` holds the averaged weights of ``avg`` inside the block (unchanged when ``avg`` is
+    None or has seen no step), its own again after it."""
+    if avg is None or int(avg.n_averaged) == 0:
+        yield
+        return
+    own = copy.deepcopy(net.state_dict())
+    net.load_state_dict(avg.module.state_dict())
+    try:
+        yield
+    finally:
+        net.load_state_dict(own)
 
 
 def say_kept(run: Run, history, start_score) -> None:
