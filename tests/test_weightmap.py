@@ -119,5 +119,7 @@ def test_square_root_class_weights_lift_a_rare_class_less_and_keep_mean_one():
     for bad in (-0.1, 1.5, float("nan")):
         with pytest.raises(ValueError):
             class_weights(lab, power=bad)
+        with pytest.raises(ValueError):  # refused even when class balance is off
+            class_weights(lab, class_balance=False, power=bad)
         with pytest.raises(ValueError, match="class_balance_power"):
             TrainingConfig(class_balance_power=bad)

@@ -137,15 +137,20 @@ def class_weights(labels, class_balance: bool = True, n_classes: int = 2, power:
     """
     from .labels import to_classes
 
+    _check_power(power)
     return class_map_weights(to_classes(_check(labels), n_classes, boundary_width), n_classes,
                              power if class_balance else 0.0)
+
+
+def _check_power(power) -> None:
+    if not (math.isfinite(power) and 0 <= power <= 1):
+        raise ValueError(f"power must be between 0 and 1, not {power}")
 
 
 def class_map_weights(classes, n_classes: int, power: float = 1.0) -> np.ndarray:
     """:func:`class_weights` of a class map (int (H, W), -1 where not annotated, as
     :func:`napari_unet.labels.to_classes` makes it), for callers that have one already."""
-    if not (math.isfinite(power) and 0 <= power <= 1):
-        raise ValueError(f"power must be between 0 and 1, not {power}")
+    _check_power(power)
     cls = np.asarray(classes)
     ann = cls >= 0
     out = np.zeros(cls.shape, dtype=np.float32)
