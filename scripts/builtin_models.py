@@ -126,7 +126,7 @@ def _corrupt(pair, k):
 
 def cmd_train(name, iterations=None, threads=None, precision="bfloat16", base_channels=None, start=None, lr=1e-3,
               classes=2, device="auto", workers=0, batch_size=1, minutes=None, tag="", max_zoom=None,
-              microscope=None, validate_every=250, input_compression=None, class_balance_power=1.0, weight_average=0.0):
+              microscope=None, validate_every=250, input_compression=None, class_balance_power=1.0, weight_average=0.0, seed=0):
     if threads:
         torch.set_num_threads(threads)
     spec = SPECS[name]
@@ -160,7 +160,7 @@ def cmd_train(name, iterations=None, threads=None, precision="bfloat16", base_ch
     if minutes and not iterations:
         iterations = _iterations_for(minutes, model, tr, workers, batch_size, nuclei)
     cfg = TrainingConfig(
-        iterations=iterations or spec["iterations"], precision=precision, validate_every=validate_every, seed=0,
+        iterations=iterations or spec["iterations"], precision=precision, validate_every=validate_every, seed=seed,
         tile=572,
         learning_rate=lr, device=device, workers=workers, batch_size=batch_size,
         fine_tune=False,  # a later stage continues training on the full data set, not on strokes
@@ -193,6 +193,8 @@ def cmd_train(name, iterations=None, threads=None, precision="bfloat16", base_ch
         cmd += f" --class-balance-power {class_balance_power:g}"
     if weight_average:
         cmd += f" --weight-average {weight_average:g}"
+    if seed:
+        cmd += f" --seed {seed}"
     if device != "auto":
         cmd += f" --device {device} --workers {workers} --batch-size {batch_size}"
     res.model.provenance.update({"training_data": name_data(name), "training_seconds": round(res.seconds),
@@ -338,6 +340,7 @@ def main(argv=None):
                     help="1: the paper's class balance; 0.5: square-root weights (the thin boundary class weighs less)")
     ap.add_argument("--weight-average", type=float, default=0.0, metavar="DECAY",
                     help="check and keep a moving average of the weights with this decay (e.g. 0.999; 0: off)")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the tiles drawn and their augmentation")
     ap.add_argument("--tag", default="", help="suffix of the run file name (runs/NAME<tag>.safetensors)")
     ap.add_argument("--tta", action="store_true", help="score also with 8x test-time augmentation")
     ap.add_argument("--runs", help="folder for run files (default runs/)")
@@ -351,7 +354,7 @@ def main(argv=None):
     if a.step in ("train", "all"):
         cmd_train(a.name, a.iterations, a.threads, a.precision or "bfloat16", a.base_channels, a.start, a.lr,
                   a.classes, a.device, a.workers, a.batch_size, a.minutes, a.tag, a.max_zoom, a.microscope,
-                  a.validate_every, a.input_compression, a.class_balance_power, a.weight_average)
+                  a.validate_every, a.input_compression, a.class_balance_power, a.weight_average, a.seed)
     if a.step in ("tune", "all"):
         cmd_tune(a.name, a.tag, a.device)
     if a.step in ("score", "all"):
