@@ -4,6 +4,7 @@
     python scripts/builtin_models.py tune em-membranes    # post-processing chosen on validation images
     python scripts/builtin_models.py score em-membranes   # scores on held-out images -> docs table
     python scripts/builtin_models.py install em-membranes # float16 copy into src/napari_unet/models/
+    python scripts/builtin_models.py soup fluo-nuclei --of -a -b --tag=-ab   # weights of two runs averaged
     python scripts/builtin_models.py all fluo-nuclei --classes 3 --base-channels 32 --device cuda \
         --workers 3 --batch-size 8 --minutes 6 --tag w32   # train, tune and score in one go (GPU)
 
@@ -300,6 +301,22 @@ def cmd_score(name, precision="float32", tag="", device="auto", tta=False):
     return res
 
 
+def cmd_soup(name, tags, tag):
+    """The average of the weights of runs trained on from one start model (a "model soup",
+    Wortsman et al., ICML 2022): no slower to run than one of them, often better than each."""
+    models = [load_model(RUNS / f"{name}{t}.safetensors") for t in tags]
+    states = [m.network.state_dict() for m in models]
+    if any(s.keys() != states[0].keys() or any(s[k].shape != states[0][k].shape for k in s) for s in states):
+        raise SystemExit("soup: the runs' networks differ in shape; only runs of one architecture can be averaged")
+    soup = models[0]
+    soup.network.load_state_dict({k: sum(s[k].float() for s in states) / len(states) for k in states[0]})
+    soup.provenance = {"soup_of": {t: m.provenance for t, m in zip(tags, models)},
+                       "command": f"python scripts/builtin_models.py soup {name} --of {' '.join(tags)} --tag={tag}"}
+    out = RUNS / f"{name}{tag}.safetensors"
+    save_model(soup, out, overwrite=True)
+    print("wrote", out, flush=True)
+
+
 def cmd_install(name, tag="", install_as=None):
     """A float16 copy of the run file into the package, as built-in model ``install_as`` (default
     ``name``); a run file that is already a built-in model can be renamed this way too."""
@@ -315,7 +332,7 @@ def cmd_install(name, tag="", install_as=None):
 def main(argv=None):
     global RUNS, DATA
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("step", choices=["train", "tune", "score", "install", "all"])
+    ap.add_argument("step", choices=["train", "tune", "score", "install", "all", "soup"])
     ap.add_argument("name", choices=sorted(SPECS))
     ap.add_argument("--iterations", type=int)
     ap.add_argument("--threads", type=int)
@@ -342,6 +359,8 @@ def main(argv=None):
                     help="check and keep a moving average of the weights with this decay (e.g. 0.999; 0: off)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the tiles drawn and their augmentation")
     ap.add_argument("--tag", default="", help="suffix of the run file name (runs/NAME<tag>.safetensors)")
+    ap.add_argument("--of", nargs="+", default=[], metavar="TAG",
+                    help="soup: the tags of the runs whose weights are averaged into runs/NAME<tag>")
     ap.add_argument("--tta", action="store_true", help="score also with 8x test-time augmentation")
     ap.add_argument("--runs", help="folder for run files (default runs/)")
     ap.add_argument("--as", dest="install_as", help="install: the built-in model's name (default NAME)")
@@ -355,6 +374,8 @@ def main(argv=None):
         cmd_train(a.name, a.iterations, a.threads, a.precision or "bfloat16", a.base_channels, a.start, a.lr,
                   a.classes, a.device, a.workers, a.batch_size, a.minutes, a.tag, a.max_zoom, a.microscope,
                   a.validate_every, a.input_compression, a.class_balance_power, a.weight_average, a.seed)
+    if a.step == "soup":
+        cmd_soup(a.name, a.of, a.tag)
     if a.step in ("tune", "all"):
         cmd_tune(a.name, a.tag, a.device)
     if a.step in ("score", "all"):
