@@ -127,7 +127,7 @@ def _corrupt(pair, k):
 
 def cmd_train(name, iterations=None, threads=None, precision="bfloat16", base_channels=None, start=None, lr=1e-3,
               classes=2, device="auto", workers=0, batch_size=1, minutes=None, tag="", max_zoom=None,
-              microscope=None, validate_every=250, input_compression=None, class_balance_power=1.0, weight_average=0.0, seed=0):
+              microscope=None, validate_every=250, input_compression=None, class_balance_power=1.0, weight_average=0.0, seed=0, boundary_width=1):
     if threads:
         torch.set_num_threads(threads)
     spec = SPECS[name]
@@ -167,7 +167,7 @@ def cmd_train(name, iterations=None, threads=None, precision="bfloat16", base_ch
         fine_tune=False,  # a later stage continues training on the full data set, not on strokes
         max_zoom=max_zoom if max_zoom is not None else (2.0 if nuclei else 1.25),
         microscope=microscope if microscope is not None else (0.5 if nuclei else 0.0),
-        class_balance_power=class_balance_power, weight_average=weight_average,
+        class_balance_power=class_balance_power, weight_average=weight_average, boundary_width=boundary_width,
     )
     RUNS.mkdir(parents=True, exist_ok=True)
     out = RUNS / f"{name}{tag}.safetensors"
@@ -196,6 +196,8 @@ def cmd_train(name, iterations=None, threads=None, precision="bfloat16", base_ch
         cmd += f" --weight-average {weight_average:g}"
     if seed:
         cmd += f" --seed {seed}"
+    if boundary_width != 1:
+        cmd += f" --boundary-width {boundary_width}"
     if device != "auto":
         cmd += f" --device {device} --workers {workers} --batch-size {batch_size}"
     res.model.provenance.update({"training_data": name_data(name), "training_seconds": round(res.seconds),
@@ -357,6 +359,8 @@ def main(argv=None):
                     help="1: the paper's class balance; 0.5: square-root weights (the thin boundary class weighs less)")
     ap.add_argument("--weight-average", type=float, default=0.0, metavar="DECAY",
                     help="check and keep a moving average of the weights with this decay (e.g. 0.999; 0: off)")
+    ap.add_argument("--boundary-width", type=int, default=1,
+                    help="three classes: width of the boundary class in pixels (wider keeps touching cells apart)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the tiles drawn and their augmentation")
     ap.add_argument("--tag", default="", help="suffix of the run file name (runs/NAME<tag>.safetensors)")
     ap.add_argument("--of", nargs="+", default=[], metavar="TAG",
@@ -373,7 +377,7 @@ def main(argv=None):
     if a.step in ("train", "all"):
         cmd_train(a.name, a.iterations, a.threads, a.precision or "bfloat16", a.base_channels, a.start, a.lr,
                   a.classes, a.device, a.workers, a.batch_size, a.minutes, a.tag, a.max_zoom, a.microscope,
-                  a.validate_every, a.input_compression, a.class_balance_power, a.weight_average, a.seed)
+                  a.validate_every, a.input_compression, a.class_balance_power, a.weight_average, a.seed, a.boundary_width)
     if a.step == "soup":
         cmd_soup(a.name, a.of, a.tag)
     if a.step in ("tune", "all"):

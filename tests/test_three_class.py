@@ -108,6 +108,33 @@ def test_three_class_model_trains_and_segments():
     np.testing.assert_allclose(fg, 1 - seg.probabilities[0], atol=1e-5)
 
 
+def test_fine_tuning_teaches_the_boundary_width_the_model_was_trained_with():
+    from napari_unet.training.examples import Example
+
+    torch.manual_seed(0)
+    model = SegmentationModel.new(UNetConfig(base_channels=4, depth=3, dropout=0.0, n_classes=3),
+                                  class_names=["background", "interior", "boundary"])
+    img, lab = np.zeros((64, 64), np.float32), np.ones((64, 64), np.uint16)
+    lab[20:40, 20:40] = 2
+    lab[20:40, 40:50] = 3
+    img[lab >= 2] = 1
+    res = train(model, [img], [lab], TrainingConfig(iterations=2, tile=92, validate_every=2, precision="float32",
+                                                    boundary_width=2, fine_tune=False))
+    assert res.model.provenance["training"]["boundary_width"] == 2
+    # fine-tuning it later, with the default settings, makes targets of the same width
+    cfg = TrainingConfig.for_strokes()
+    assert cfg.boundary_width is None and cfg.boundary_width_for(res.model) == 2
+    ex = Example(img, lab, res.model, cfg)
+    np.testing.assert_array_equal(ex.classes, to_classes(lab, 3, boundary_width=2))
+    assert TrainingConfig(boundary_width=1).boundary_width_for(res.model) == 1  # unless told otherwise
+    assert cfg.boundary_width_for(model) == 1  # a new network: the default
+    ft = train(res.model, [img], [lab], TrainingConfig.for_strokes(iterations=2, tile=92, validate_every=2,
+                                                                   precision="float32"))
+    assert ft.model.provenance["training"]["boundary_width"] == 2
+    with pytest.raises(ValueError, match="boundary_width"):
+        TrainingConfig(boundary_width=0)
+
+
 def test_training_tiles_carry_the_boundary_class_through_augmentation():
     model = SegmentationModel.new(UNetConfig(base_channels=4, depth=3, dropout=0.0, n_classes=3),
                                   class_names=["background", "interior", "boundary"])

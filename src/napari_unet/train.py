@@ -31,6 +31,7 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -101,6 +102,7 @@ def train(
     model describes itself).
     """
     cfg = config or TrainingConfig()
+    cfg = replace(cfg, boundary_width=cfg.boundary_width_for(model))  # the card records the width used
     if checkpoint is not None:
         from .io import check_output
 

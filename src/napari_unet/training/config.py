@@ -77,7 +77,7 @@ class TrainingConfig:
     # the built-in models (scripts/builtin_models.py, docs/models.md)
     max_zoom: float = 1.0  # magnification drawn log-uniformly in [1/max_zoom, max_zoom]
     microscope: float = 0.0  # probability that a tile gets augment.microscope
-    boundary_width: int = 1  # three-class networks: boundary class width in pixels
+    boundary_width: int | None = None  # three-class networks: boundary width in pixels; None: the model's own (1)
     workers: int = 0  # processes preparing tiles (0: in the training loop, reproducible)
     validate_every: int = 50
     seed: int = 0
@@ -141,10 +141,23 @@ class TrainingConfig:
             raise ValueError("anchor_objects must be 0 or more")
         if not 0 <= self.unmatched_credit < 1:
             raise ValueError("unmatched_credit must be in [0, 1)")
+        bw = self.boundary_width
+        if bw is not None and (isinstance(bw, bool) or not isinstance(bw, (int, np.integer)) or bw < 1):
+            raise ValueError(f"boundary_width must be a whole number of pixels >= 1 (or None), not {bw!r}")
         if not (math.isfinite(self.weight_average) and 0 <= self.weight_average < 1):
             raise ValueError(f"weight_average is a decay in [0, 1) (0: off, e.g. 0.999), not {self.weight_average}")
         if self.train_layers not in ("all", "decoder"):
             raise ValueError("train_layers must be 'all' or 'decoder'")
+
+    def boundary_width_for(self, model: SegmentationModel) -> int:
+        """The boundary width of the training targets for ``model``: ``boundary_width``, or when
+        it is None the width the model was trained with (its card), so that fine-tuning teaches
+        the boundary the network already draws; 1 for a new network."""
+        if self.boundary_width is not None:
+            return int(self.boundary_width)
+        training = (model.provenance or {}).get("training")
+        width = training.get("boundary_width") if isinstance(training, dict) else None
+        return int(width) if isinstance(width, (int, np.integer)) and not isinstance(width, bool) and width >= 1 else 1
 
     @classmethod
     def for_strokes(cls, **overrides) -> TrainingConfig:

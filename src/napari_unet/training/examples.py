@@ -47,6 +47,7 @@ class Example:
         self.raw = img
         self.image = model.normalization(img)
         self.n_classes = model.config.n_classes
+        self.boundary_width = cfg.boundary_width_for(model)
         self.shape = lab.shape
         self.teacher = None  # the start model's probabilities (K, H, W) when fine-tuning
         self.distill = None  # distillation weight (H, W)
@@ -61,7 +62,7 @@ class Example:
             lab = separate_touching(lab)
         self.labels = lab
         # targets are made on the whole image, where it is known what lies next to a cell
-        self.classes = (to_classes(lab, self.n_classes, cfg.boundary_width) if lab.any()
+        self.classes = (to_classes(lab, self.n_classes, self.boundary_width) if lab.any()
                         else np.full(lab.shape, -1, np.int64))
         border = border_weight(lab, w0=cfg.w0, sigma=cfg.sigma) if cfg.w0 > 0 and lab.any() else None
         # the class balance of the targets themselves (no second to_classes)

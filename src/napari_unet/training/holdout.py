@@ -353,7 +353,7 @@ class HeldOutJudge:
             elif lab.any():
                 two = cfg.separate_touching and n_cls == 2
                 self.regions += _regions_of(i, to_classes(separate_touching(lab) if two else lab, n_cls,
-                                                          cfg.boundary_width))
+                                                          cfg.boundary_width_for(model)))
         self.n_scored = sum(int(np.count_nonzero(np.asarray(lb) > 0)) for lb in scored_labels)
         # where nobody painted and the start model was sure, it is the reference: a fine-tuned
         # model must gain more on the held-out strokes than it loses there
