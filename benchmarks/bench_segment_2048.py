@@ -2,6 +2,7 @@
 
     python benchmarks/bench_segment_2048.py                       # the default model
     python benchmarks/bench_segment_2048.py --model runs/fluo-nuclei-w32.safetensors --repeat 3
+    python benchmarks/bench_segment_2048.py --precision auto --scales 1 0.7   # two magnifications averaged
 
 Needs ../shared/data. The image is CTC Fluo-N2DL-HeLa frame t13 tiled to 2048x2048. Prints the
 best of ``--repeat`` runs: seconds for the probabilities, for the labels (post-processing), in
@@ -25,12 +26,13 @@ ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 ap.add_argument("--model", default=DEFAULT_MODEL)
 ap.add_argument("--repeat", type=int, default=2)
 ap.add_argument("--precision", nargs="+", default=["auto", "float32"])
+ap.add_argument("--scales", type=float, nargs="+", default=[1.0], help="magnifications averaged (predict_probabilities)")
 args = ap.parse_args()
 
 a = tifffile.imread(DATA / "ctc_fluo_n2dl_hela/images/t13.tif")
 img = np.tile(a, (3, 2))[:2048, :2048]
 m = load_model(args.model)
-print(f"model {args.model}: width {m.config.base_channels}, {m.config.n_classes} classes")
+print(f"model {args.model}: width {m.config.base_channels}, {m.config.n_classes} classes, scales {args.scales}")
 print("| precision | probabilities s | labels s | total s | objects |")
 print("|---|---:|---:|---:|---:|")
 predict_probabilities(img[:512, :512], m)  # warm-up
@@ -38,7 +40,7 @@ for prec in args.precision:
     best = None
     for _ in range(args.repeat):
         t = time.perf_counter()
-        p = predict_probabilities(img, m, precision=prec)
+        p = predict_probabilities(img, m, precision=prec, scales=args.scales)
         t1 = time.perf_counter() - t
         t = time.perf_counter()
         lab = labels_from_model_output(p, m)

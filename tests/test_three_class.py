@@ -281,6 +281,32 @@ def test_tile_workers_train_like_the_loop():
     assert len(res.history) == 4 and all(np.isfinite(p.loss) for p in res.history)
 
 
+def test_scales_average_the_plane_shown_at_each_magnification_and_count_progress():
+    from skimage.transform import resize
+
+    from napari_unet.normalize import Normalization
+
+    model = tiny_model(depth=1)
+    model.normalization = Normalization("fixed", offset=0.0, scale=1.0)  # the same at every size, as by hand
+    img = np.random.default_rng(5).random((40, 52)).astype(np.float32)
+    plain = predict_probabilities(img, model, precision="float32")
+    np.testing.assert_array_equal(predict_probabilities(img, model, precision="float32", scales=[1]), plain)
+    seen = []
+    avg = predict_probabilities(img, model, precision="float32", scales=(1, 0.5),
+                                progress=lambda d, t: seen.append((d, t)))
+    assert avg.shape == plain.shape and not np.allclose(avg, plain, atol=1e-4)
+    np.testing.assert_allclose(avg.sum(0), 1, atol=1e-5)
+    assert seen[-1][0] == seen[-1][1] >= 2  # the tiles of both sizes counted, to the end
+    # by hand: the half-size image's probabilities, resized back, averaged with the plain ones
+    small = resize(img, (20, 26), order=1, preserve_range=True, anti_aliasing=True, mode="reflect")
+    half = predict_probabilities(small.astype(np.float32), model, precision="float32")
+    back = resize(half, (half.shape[0], 40, 52), order=1, preserve_range=True, mode="reflect")
+    np.testing.assert_allclose(avg, (plain + back) / 2, atol=1e-5)
+    for bad in ([], [0.1], [1, float("nan")], "big"):
+        with pytest.raises(ValueError, match="scales"):
+            predict_probabilities(img, model, scales=bad)
+
+
 def test_cli_trains_a_three_class_model_and_segments_with_tta(tmp_path):
     import tifffile
 
@@ -306,3 +332,12 @@ def test_cli_trains_a_three_class_model_and_segments_with_tta(tmp_path):
     probs = tifffile.imread(tmp_path / "res" / "img_probabilities.tif")
     assert probs.shape == (3, 80, 80)
     np.testing.assert_allclose(probs, predict_probabilities(img, model, precision="float32", tta=True), atol=1e-5)
+    # --scales: the plane also at other magnifications, averaged; a bad value is one line, no traceback
+    assert main(["segment", str(tmp_path / "img.tif"), "--model", str(out), "--output", str(tmp_path / "sc"),
+                 "--probabilities", "--scales", "1", "0.7", "--precision", "float32", "-q"]) == 0
+    probs = tifffile.imread(tmp_path / "sc" / "img_probabilities.tif")
+    np.testing.assert_allclose(probs, predict_probabilities(img, model, precision="float32", scales=(1, 0.7)),
+                               atol=1e-5)
+    assert main(["segment", str(tmp_path / "img.tif"), "--model", str(out), "--output", str(tmp_path / "bad"),
+                 "--scales", "9", "-q"]) != 0
+    assert not (tmp_path / "bad" / "img_labels.tif").exists()
