@@ -175,6 +175,16 @@ def _score(v):
     return "-" if v is None else f"{v:.3f}"
 
 
+def _number_or_text(v: str):
+    """A --set value for a setting whose default is None: a whole number, a number, or the text."""
+    for kind in (int, float):
+        try:
+            return kind(v)
+        except ValueError:
+            pass
+    return None if v == "None" else v
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sets", nargs="+", default=["dsb", "hela", "gowt1", "em"])
@@ -199,7 +209,7 @@ def main(argv=None):
         k, v = kv.split("=", 1)
         default = getattr(TrainingConfig(), k)
         over[k] = (v.lower() in ("1", "true", "yes")) if isinstance(default, bool) else type(default)(v) \
-            if default is not None else v
+            if default is not None else _number_or_text(v)
     cfg = TrainingConfig.for_strokes(seed=args.seed, **over)
     changed = {k: v for k, v in vars(cfg).items() if getattr(TrainingConfig.for_strokes(), k) != v and k != "seed"}
     print(f"settings: TrainingConfig.for_strokes({', '.join(f'{k}={v!r}' for k, v in changed.items())}), "

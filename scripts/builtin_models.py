@@ -127,7 +127,7 @@ def _corrupt(pair, k):
 
 def cmd_train(name, iterations=None, threads=None, precision="bfloat16", base_channels=None, start=None, lr=1e-3,
               classes=2, device="auto", workers=0, batch_size=1, minutes=None, tag="", max_zoom=None,
-              microscope=None, validate_every=250, input_compression=None, class_balance_power=1.0, weight_average=0.0, seed=0, boundary_width=1):
+              microscope=None, validate_every=250, input_compression=None, class_balance_power=1.0, weight_average=0.0, seed=0, boundary_width=None):
     if threads:
         torch.set_num_threads(threads)
     spec = SPECS[name]
@@ -196,7 +196,7 @@ def cmd_train(name, iterations=None, threads=None, precision="bfloat16", base_ch
         cmd += f" --weight-average {weight_average:g}"
     if seed:
         cmd += f" --seed {seed}"
-    if boundary_width != 1:
+    if boundary_width is not None:
         cmd += f" --boundary-width {boundary_width}"
     if device != "auto":
         cmd += f" --device {device} --workers {workers} --batch-size {batch_size}"
@@ -306,14 +306,17 @@ def cmd_score(name, precision="float32", tag="", device="auto", tta=False):
 def cmd_soup(name, tags, tag):
     """The average of the weights of runs trained on from one start model (a "model soup",
     Wortsman et al., ICML 2022): no slower to run than one of them, often better than each."""
+    if not tags:
+        raise SystemExit("soup: name the runs to average with --of TAG TAG ...")
     models = [load_model(RUNS / f"{name}{t}.safetensors") for t in tags]
     states = [m.network.state_dict() for m in models]
     if any(s.keys() != states[0].keys() or any(s[k].shape != states[0][k].shape for k in s) for s in states):
         raise SystemExit("soup: the runs' networks differ in shape; only runs of one architecture can be averaged")
     soup = models[0]
     soup.network.load_state_dict({k: sum(s[k].float() for s in states) / len(states) for k in states[0]})
-    soup.provenance = {"soup_of": {t: m.provenance for t, m in zip(tags, models)},
-                       "command": f"python scripts/builtin_models.py soup {name} --of {' '.join(tags)} --tag={tag}"}
+    # the first run's card (its training data and settings: a trained model, fine-tuned as one), plus the soup's
+    soup.provenance = dict(models[0].provenance, soup_of={t: m.provenance for t, m in zip(tags, models)},
+                           command=f"python scripts/builtin_models.py soup {name} --of {' '.join(tags)} --tag={tag}")
     out = RUNS / f"{name}{tag}.safetensors"
     save_model(soup, out, overwrite=True)
     print("wrote", out, flush=True)
@@ -359,8 +362,9 @@ def main(argv=None):
                     help="1: the paper's class balance; 0.5: square-root weights (the thin boundary class weighs less)")
     ap.add_argument("--weight-average", type=float, default=0.0, metavar="DECAY",
                     help="check and keep a moving average of the weights with this decay (e.g. 0.999; 0: off)")
-    ap.add_argument("--boundary-width", type=int, default=1,
-                    help="three classes: width of the boundary class in pixels (wider keeps touching cells apart)")
+    ap.add_argument("--boundary-width", type=int, default=None,
+                    help="three classes: width of the boundary class in pixels (wider keeps touching cells apart; "
+                         "default: the start model's, 1 for a new network)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the tiles drawn and their augmentation")
     ap.add_argument("--tag", default="", help="suffix of the run file name (runs/NAME<tag>.safetensors)")
     ap.add_argument("--of", nargs="+", default=[], metavar="TAG",

@@ -124,5 +124,10 @@ def test_weight_average_keeps_the_moving_average_of_the_weights():
     assert (six - one).abs().max() > 1e-3  # six steps moved the weights
     assert torch.allclose(held, one, atol=1e-6)
     assert (half - six).abs().max() > 1e-4 and (half - one).abs().max() > 1e-4  # in between
+    # checks in the middle of the run swap the average in and training goes on from its own weights
+    every2 = dict(cfg, validate_every=2)
+    plain = train(tiny_model(), [img], [full], TrainingConfig(iterations=6, **every2))
+    avg = train(tiny_model(), [img], [full], TrainingConfig(iterations=6, weight_average=0.5, **every2))
+    assert [p.loss for p in avg.history] == [p.loss for p in plain.history]
     with pytest.raises(ValueError, match="weight_average"):
         TrainingConfig(weight_average=1.0)

@@ -48,8 +48,11 @@ class TrainingConfig:
     ``train_layers="decoder"`` freezes the contracting path.
 
     ``weight_average`` (0 = off, the paper's choice) is the decay of an exponential moving
-    average of the weights (Polyak averaging); when on, it is the averaged weights that are
-    checked and kept, which smooths the noise of small batches (docs/models.md).
+    average of the weights (Polyak averaging, no bias correction: it starts from the weights
+    after the first step); when on, it is the averaged weights that are checked and kept,
+    which smooths the noise of small batches (docs/models.md). Without validation data or
+    held-out strokes, the checks score the smoothed training loss of the live weights and
+    keep the average at the best of them.
     """
 
     iterations: int = 500
