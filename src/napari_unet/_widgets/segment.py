@@ -48,8 +48,8 @@ def segment_layer(viewer, layer, *, all_classes: bool = False, tta: bool = False
     chosen) into the layers "<image> <class> probability" (the foreground class, or every
     class with ``all_classes``) and "<image> labels" (updated, not duplicated, on a second
     run). A three-class model's foreground layer is interior + boundary. ``tta`` averages the
-    8 rotations/flips; ``scales`` averages the image shown at these magnifications; ``postprocessing`` (a dict) overrides settings of the model's
-    :class:`~napari_unet.postprocess.PostProcessing`. A multiscale or large lazy (dask/zarr) layer is segmented block by block
+    8 rotations/flips, ``scales`` the image shown at these magnifications; ``postprocessing``
+    (a dict) overrides settings of the model's :class:`~napari_unet.postprocess.PostProcessing`. A multiscale or large lazy (dask/zarr) layer is segmented block by block
     to disk instead (see ``large.py``). Returns the running :class:`Job`."""
     from .large import is_out_of_core, segment_layer_out_of_core
 
@@ -65,7 +65,8 @@ def segment_layer(viewer, layer, *, all_classes: bool = False, tta: bool = False
 
         model, source = session.get_model()
         seg = segment(np.asarray(data), model, channel_axis=channel_axis, device=device, tta=tta,
-                      scales=scales, progress=lambda done, total: report((done, total)), cancel=cancelled, **(postprocessing or {}))
+                      scales=scales, progress=lambda done, total: report((done, total)), cancel=cancelled,
+                      **(postprocessing or {}))
         return model, source, seg
 
     def progress(value):
@@ -202,8 +203,7 @@ class SegmentWidget(Container):
         self._status = text_line("")
         self.labelling = LabellingSettings()
         self.extend([form(self._image), self._model, self._hint, self._use, self._all, self._tta, self._scales,
-                     self.labelling,
-                     self._run, self._status])
+                     self.labelling, self._run, self._status])
         self.progress = progress
         if progress is None:  # on its own (not in the panel): its own progress row
             self.progress = ProgressRow()

@@ -145,7 +145,7 @@ class TrainingConfig:
         if not 0 <= self.unmatched_credit < 1:
             raise ValueError("unmatched_credit must be in [0, 1)")
         bw = self.boundary_width
-        if bw is not None and (isinstance(bw, bool) or not isinstance(bw, (int, np.integer)) or bw < 1):
+        if bw is not None and not _is_pixel_count(bw):
             raise ValueError(f"boundary_width must be a whole number of pixels >= 1 (or None), not {bw!r}")
         if not (math.isfinite(self.weight_average) and 0 <= self.weight_average < 1):
             raise ValueError(f"weight_average is a decay in [0, 1) (0: off, e.g. 0.999), not {self.weight_average}")
@@ -160,7 +160,7 @@ class TrainingConfig:
             return int(self.boundary_width)
         training = (model.provenance or {}).get("training")
         width = training.get("boundary_width") if isinstance(training, dict) else None
-        return int(width) if isinstance(width, (int, np.integer)) and not isinstance(width, bool) and width >= 1 else 1
+        return int(width) if _is_pixel_count(width) else 1
 
     @classmethod
     def for_strokes(cls, **overrides) -> TrainingConfig:
@@ -169,6 +169,11 @@ class TrainingConfig:
         base = dict(STROKE_DEFAULTS)
         base.update(overrides)
         return cls(**base)
+
+
+def _is_pixel_count(v) -> bool:
+    """Whether ``v`` is a whole number >= 1 (not a bool)."""
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1
 
 
 #: fine-tuning from strokes: chosen by measurement (docs/training.md, "Defaults for strokes")
