@@ -3,6 +3,7 @@
     python benchmarks/bench_segment_2048.py                       # the default model
     python benchmarks/bench_segment_2048.py --model runs/fluo-nuclei-w32.safetensors --repeat 3
     python benchmarks/bench_segment_2048.py --precision auto --scales 1 0.7   # two magnifications averaged
+    python benchmarks/bench_segment_2048.py --precision auto --scales auto    # ... kept where the network is surer
 
 Needs ../shared/data. The image is CTC Fluo-N2DL-HeLa frame t13 tiled to 2048x2048. Prints the
 best of ``--repeat`` runs: seconds for the probabilities, for the labels (post-processing), in
@@ -26,8 +27,10 @@ ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 ap.add_argument("--model", default=DEFAULT_MODEL)
 ap.add_argument("--repeat", type=int, default=2)
 ap.add_argument("--precision", nargs="+", default=["auto", "float32"])
-ap.add_argument("--scales", type=float, nargs="+", default=[1.0], help="magnifications averaged (predict_probabilities)")
+ap.add_argument("--scales", nargs="+", default=["auto"],
+                help="magnifications averaged (predict_probabilities), or auto (the default, as Segment)")
 args = ap.parse_args()
+args.scales = "auto" if args.scales == ["auto"] else [float(s) for s in args.scales]
 
 a = tifffile.imread(DATA / "ctc_fluo_n2dl_hela/images/t13.tif")
 img = np.tile(a, (3, 2))[:2048, :2048]

@@ -45,7 +45,7 @@ def case():
     rng = np.random.default_rng(0)
     image = (ndi.gaussian_filter(rng.random((420, 380)), 4) * 60000).astype(np.uint16)
     model = tiny_model()
-    probs = predict_probabilities(image, model, **RUN)
+    probs = predict_probabilities(image, model, scales=[1], **RUN)  # block-wise: the image as it is
     post = dict(threshold=float(np.percentile(probs[1], 55)), smooth=1.0, min_size=5)
     model.postprocessing = post
     labels = labels_from_model_output(probs, model)
@@ -124,7 +124,7 @@ def test_killed_command_resumes(tmp_path, case):
     r = subprocess.run(cmd, env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert f"resumed: {kept} blocks were already done" in r.stdout
-    ref = labels_from_model_output(predict_probabilities(big, model, **RUN), model)
+    ref = labels_from_model_output(predict_probabilities(big, model, scales=[1], **RUN), model)
     assert_one_to_one(ref, zarr.open_group(str(tmp_path / "out" / "big_labels.zarr"), mode="r")["0"][:])
 
 

@@ -228,6 +228,9 @@ def test_tile_is_capped_at_the_image_and_memory_is_checked(monkeypatch):
     monkeypatch.setenv("NAPARI_UNET_MEMORY_LIMIT", "50M")
     with pytest.raises(NotEnoughMemory, match="segmenting an image of 1 x 4000 x 4000 pixels in memory needs 244.1 MiB, "
                                               "but 50.0 MiB are available: segment it block by block with dask"):
+        predict_probabilities(np.zeros((4000, 4000), np.uint8), m, tile=124, scales=[1])
+    # also at 0.7x (the default): room for the sum at one size and the one being added
+    with pytest.raises(NotEnoughMemory, match="needs 488.3 MiB"):
         predict_probabilities(np.zeros((4000, 4000), np.uint8), m, tile=124)
     with pytest.raises(NotEnoughMemory, match="tiles of .* pixels in batches of 64 need"):
         Predictor.for_plane(m, (4000, 4000), tile=1000, batch_size=64, device="cpu")

@@ -245,17 +245,17 @@ def _equivariant_model():
 def test_tta_of_an_equivariant_network_equals_its_plain_output():
     model = _equivariant_model()
     img = np.random.default_rng(3).random((37, 53)).astype(np.float32)
-    plain = predict_probabilities(img, model, precision="float32", tile=40)
-    avg = predict_probabilities(img, model, precision="float32", tile=40, tta=True)
+    plain = predict_probabilities(img, model, precision="float32", tile=40, scales=[1])
+    avg = predict_probabilities(img, model, precision="float32", tile=40, tta=True, scales=[1])
     np.testing.assert_allclose(avg, plain, atol=1e-5)
 
 
 def test_tta_averages_eight_views_and_counts_progress():
     model = tiny_model(depth=1)  # not symmetric: the views differ
     img = np.random.default_rng(4).random((30, 44)).astype(np.float32)
-    plain = predict_probabilities(img, model, precision="float32")
+    plain = predict_probabilities(img, model, precision="float32", scales=[1])
     seen = []
-    avg = predict_probabilities(img, model, precision="float32", tta=True, progress=lambda d, t: seen.append((d, t)))
+    avg = predict_probabilities(img, model, precision="float32", tta=True, scales=[1], progress=lambda d, t: seen.append((d, t)))
     assert not np.allclose(avg, plain, atol=1e-4)
     np.testing.assert_allclose(avg.sum(0), 1, atol=1e-5)
     assert seen[-1][0] == seen[-1][1] >= 8  # every tile of every view counted, to the end
@@ -265,7 +265,7 @@ def test_tta_averages_eight_views_and_counts_progress():
         for flip in (False, True):
             v = np.rot90(img, k)
             v = v[:, ::-1] if flip else v
-            p = predict_probabilities(np.ascontiguousarray(v), model, precision="float32")
+            p = predict_probabilities(np.ascontiguousarray(v), model, precision="float32", scales=[1])
             p = p[..., ::-1] if flip else p
             views.append(np.rot90(p, -k, axes=(-2, -1)))
     np.testing.assert_allclose(avg, np.mean(views, 0), atol=1e-5)
@@ -283,15 +283,14 @@ def test_tile_workers_train_like_the_loop():
 
 
 def test_scales_average_the_plane_shown_at_each_magnification_and_count_progress():
-    from skimage.transform import resize
+    import torch.nn.functional as F
 
     from napari_unet.normalize import Normalization
 
     model = tiny_model(depth=1)
     model.normalization = Normalization("fixed", offset=0.0, scale=1.0)  # the same at every size, as by hand
     img = np.random.default_rng(5).random((40, 52)).astype(np.float32)
-    plain = predict_probabilities(img, model, precision="float32")
-    np.testing.assert_array_equal(predict_probabilities(img, model, precision="float32", scales=[1]), plain)
+    plain = predict_probabilities(img, model, precision="float32", scales=[1])
     seen = []
     avg = predict_probabilities(img, model, precision="float32", scales=(1, 0.5),
                                 progress=lambda d, t: seen.append((d, t)))
@@ -299,13 +298,49 @@ def test_scales_average_the_plane_shown_at_each_magnification_and_count_progress
     np.testing.assert_allclose(avg.sum(0), 1, atol=1e-5)
     assert seen[-1][0] == seen[-1][1] >= 2  # the tiles of both sizes counted, to the end
     # by hand: the half-size image's probabilities, resized back, averaged with the plain ones
-    small = resize(img, (20, 26), order=1, preserve_range=True, anti_aliasing=True, mode="reflect")
-    half = predict_probabilities(small.astype(np.float32), model, precision="float32")
-    back = resize(half, (half.shape[0], 40, 52), order=1, preserve_range=True, mode="reflect")
+    small = F.interpolate(torch.from_numpy(img)[None, None], size=(20, 26), mode="bilinear", antialias=True)
+    half = predict_probabilities(small[0, 0].numpy(), model, precision="float32", scales=[1])
+    back = F.interpolate(torch.from_numpy(half)[None], size=(40, 52), mode="bilinear")[0].numpy()
     np.testing.assert_allclose(avg, (plain + back) / 2, atol=1e-5)
     for bad in ([], [0.1], [1, float("nan")], "big"):
         with pytest.raises(ValueError, match="scales"):
             predict_probabilities(img, model, scales=bad)
+
+
+def test_mean_entropy_is_zero_when_sure_and_log_k_when_undecided():
+    from napari_unet.predict import mean_entropy
+
+    sure = np.zeros((3, 8, 8), np.float32)
+    sure[1] = 1
+    assert mean_entropy(sure) == 0
+    assert mean_entropy(np.full((3, 8, 8), 1 / 3, np.float32)) == pytest.approx(np.log(3), rel=1e-5)
+
+
+@pytest.mark.parametrize("surer", ["average", "plain", None])
+def test_auto_scales_keep_the_average_only_where_it_makes_the_network_surer(monkeypatch, surer):
+    import napari_unet.predict as P
+
+    model = tiny_model(depth=1)
+    img = np.random.default_rng(6).random((2, 40, 52)).astype(np.float32)  # two planes, each decided alone
+    plain = predict_probabilities(img, model, precision="float32", scales=[1])
+    both = predict_probabilities(img, model, precision="float32", scales=(1, 0.7))
+    if surer is not None:  # force each branch: the entropy of the average is that of the plain ones -/+ 0.1
+        real = P.mean_entropy
+        averaged = {p: both[:, p] for p in range(2)}
+
+        def fake(probs):
+            avg = any(np.array_equal(probs, a) for a in averaged.values())
+            return real(probs) + (0.1 if (surer == "plain") == avg else -0.1)
+
+        monkeypatch.setattr(P, "mean_entropy", fake)
+    auto = predict_probabilities(img, model, precision="float32")  # the default
+    for p in range(2):
+        if surer is None:
+            surer_p = "average" if P.mean_entropy(both[:, p]) < P.mean_entropy(plain[:, p]) else "plain"
+        else:
+            surer_p = surer
+        np.testing.assert_allclose(auto[:, p], both[:, p] if surer_p == "average" else plain[:, p], atol=1e-6)
+    assert P.check_scales("auto") == list(P.AUTO_SCALES) == [1.0, 0.7]
 
 
 def test_cli_trains_a_three_class_model_and_segments_with_tta(tmp_path):
@@ -339,6 +374,11 @@ def test_cli_trains_a_three_class_model_and_segments_with_tta(tmp_path):
     probs = tifffile.imread(tmp_path / "sc" / "img_probabilities.tif")
     np.testing.assert_allclose(probs, predict_probabilities(img, model, precision="float32", scales=(1, 0.7)),
                                atol=1e-5)
-    assert main(["segment", str(tmp_path / "img.tif"), "--model", str(out), "--output", str(tmp_path / "bad"),
-                 "--scales", "9", "-q"]) != 0
+    assert main(["segment", str(tmp_path / "img.tif"), "--model", str(out), "--output", str(tmp_path / "one"),
+                 "--probabilities", "--scales", "1", "--precision", "float32", "-q"]) == 0
+    np.testing.assert_allclose(tifffile.imread(tmp_path / "one" / "img_probabilities.tif"),
+                               predict_probabilities(img, model, precision="float32", scales=[1]), atol=1e-5)
+    for bad in (["9"], ["big"], ["auto", "1"]):
+        assert main(["segment", str(tmp_path / "img.tif"), "--model", str(out), "--output", str(tmp_path / "bad"),
+                     "--scales", *bad, "-q"]) != 0
     assert not (tmp_path / "bad" / "img_labels.tif").exists()

@@ -427,11 +427,11 @@ def test_three_class_model_shows_its_foreground_and_tta_averages(make_napari_vie
     fg = viewer.layers["nuclei nucleus probability"]
     assert fg.visible and not viewer.layers["nuclei nucleus class probability"].visible
     np.testing.assert_allclose(fg.data, probs[1] + probs[2], atol=1e-4)  # interior + boundary, 8 views averaged
-    plain = predict_probabilities(img, model, device=session.device)
+    plain = predict_probabilities(img, model, device=session.device, scales=[1])
     assert not np.allclose(fg.data, plain[1] + plain[2], atol=1e-4)
-    # the 0.7x checkbox: the image as it is and at 0.7x, averaged
-    w._tta.value, w._scales.value = False, True
+    # the 0.7x checkbox, on by default ("auto": also at 0.7x where the network is surer); off: as it is
+    assert w._scales.value
+    w._tta.value, w._scales.value = False, False
     w._run.native.click()
     wait_job(qtbot, w)
-    both = predict_probabilities(img, model, scales=(1, 0.7), device=session.device)
-    np.testing.assert_allclose(viewer.layers["nuclei nucleus probability"].data, both[1] + both[2], atol=1e-4)
+    np.testing.assert_allclose(viewer.layers["nuclei nucleus probability"].data, plain[1] + plain[2], atol=1e-4)

@@ -165,9 +165,9 @@ def cmd_segment_large(args) -> int:
         raise CliError("--block must be at least 64 pixels")
     if getattr(args, "tta", False):
         raise CliError("--tta is not available for block-wise segmentation (.zarr inputs, --workers, --scheduler) yet")
-    if list(getattr(args, "scales", None) or [1.0]) != [1.0]:
+    if getattr(args, "scales", None) is not None and _scales_flag(args.scales) != [1.0]:
         raise CliError("--scales is not available for block-wise segmentation (.zarr inputs, --workers, --scheduler) "
-                       "yet")
+                       "yet: it segments the image as it is")
     if args.channel_axis is not None:
         raise CliError("--channel-axis is not used for .zarr inputs or with --workers/--scheduler: the axes come "
                        "from the OME-Zarr metadata (or the tif's layout)")
@@ -292,6 +292,19 @@ def _postprocessing_flags(args) -> dict:
     return flags
 
 
+def _scales_flag(values):
+    """``--scales`` as 'auto' or a list of magnifications (CliError otherwise)."""
+    from .predict import check_scales
+
+    if [v.lower() for v in values] == ["auto"]:
+        return "auto"
+    try:
+        return check_scales([float(v) for v in values])
+    except ValueError:
+        raise CliError(f"--scales takes 'auto' or magnifications between 0.25 and 4 such as '1 0.7', "
+                       f"not {' '.join(values)!r}") from None
+
+
 def _tile_flag(args, model) -> int | None:
     """``--tile`` rounded as the tile planner rounds it, said on stderr when it changes."""
     from .tileplan import round_tile
@@ -361,7 +374,7 @@ def cmd_segment(args) -> int:
     from .inputs import pick_channel
     from .io import write_labels, write_probabilities
     from .postprocess import labels_from_model_output
-    from .predict import check_scales, predict_probabilities
+    from .predict import predict_probabilities
 
     _at_least("--batch-size", args.batch_size, 1)
     _at_least("--tile", args.tile, 1)
@@ -378,10 +391,7 @@ def cmd_segment(args) -> int:
         resolve_device(args.device)
     except DeviceError as e:
         raise CliError(str(e)) from None
-    try:
-        check_scales(args.scales)
-    except ValueError as e:
-        raise CliError(f"--scales: {e}") from None
+    scales = "auto" if args.scales is None else _scales_flag(args.scales)
     tile = _tile_flag(args, model)
     plans = _segment_outputs(args, [Path(p) for p in args.inputs], out_dir)
 
@@ -403,7 +413,7 @@ def cmd_segment(args) -> int:
                     image, axis = pick_channel(image, args.channel, channel_axis), False
                 probs = predict_probabilities(image, model, channel_axis=axis, device=args.device, tile=tile,
                                               precision=args.precision, batch_size=args.batch_size,
-                                              progress=progress, tta=args.tta, scales=args.scales)
+                                              progress=progress, tta=args.tta, scales=scales)
                 del image
                 labels = labels_from_model_output(probs, model, **post)
             except CliError as e:
@@ -729,9 +739,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--probabilities", action="store_true", help="also write float32 class probabilities (classes first)")
     p.add_argument("--tta", action="store_true",
                    help="test-time augmentation: average the 8 rotations/flips (8x the time; see docs/models.md)")
-    p.add_argument("--scales", type=float, nargs="+", default=[1.0], metavar="S",
-                   help="average the image shown at these magnifications, e.g. '--scales 1 0.7' (clean images: "
-                        "about +0.03 AP@0.5 for twice the time; see docs/models.md)")
+    p.add_argument("--scales", nargs="+", metavar="S",
+                   help="magnifications whose probabilities are averaged: 'auto' (the default; also at 0.7x, kept "
+                        "where the network is surer), '1' (the image as it is, fastest), or numbers such as '1 0.7' "
+                        "(see docs/models.md)")
     p.add_argument("--channel-axis", help="axis holding channels, or 'none' for a stack of grey planes (needed for 4D)")
     p.add_argument("--channel", type=int, metavar="K",
                    help="segment channel K only (along --channel-axis; default the small last or the first axis)")

@@ -297,7 +297,7 @@ def validation_scores(model: SegmentationModel, pairs, device="auto", precision=
     ious, aps = [], []
     for image, labels in pairs:
         lab = validate_labels(labels)
-        probs = predict_probabilities(image, model, device=device, precision=precision)
+        probs = predict_probabilities(image, model, device=device, precision=precision, scales=(1.0,))
         fg = foreground_probability(probs, model) > model.postprocessing.threshold
         ann = lab > 0
         truth = lab >= 2

@@ -68,7 +68,7 @@ class Run:
 
             for ex in self.examples:
                 ex.teacher = predict_probabilities(ex.raw, self.model, channel_axis=0, device=self.device,
-                                                   precision=self.precision)
+                                                   precision=self.precision, scales=(1.0,))
         if self.distill > 0:
             for ex, lb in zip(self.examples, train_labels):
                 ex.distill = distillation_weight(np.asarray(lb) > 0, ex.teacher, cfg.distill_distance,
