@@ -288,3 +288,10 @@ def test_huge_network_or_training_tile_is_refused_before_allocating(monkeypatch)
     lab = np.where(img > 60, 2, 1).astype(np.uint16)
     with pytest.raises(NotEnoughMemory, match="training on tiles of .* in batches of 8 needs .* use a smaller --tile"):
         train(tiny_model(), [img], [lab], TrainingConfig(iterations=1, tile=2000, batch_size=8, precision="float32"))
+    # the paper's width: a small tile's activations fit in 500 MiB (155 MiB), its weights with their gradients
+    # and Adam's two moments (474 MiB) on top of them do not
+    monkeypatch.delenv("NAPARI_UNET_MEMORY_LIMIT")
+    wide = SegmentationModel.new(UNetConfig(base_channels=64))
+    monkeypatch.setenv("NAPARI_UNET_MEMORY_LIMIT", "500M")
+    with pytest.raises(NotEnoughMemory, match=r"training on tiles of 188x188 pixels in batches of 1 needs 62\d\.\d MiB"):
+        train(wide, [img], [lab], TrainingConfig(iterations=1, tile=188, precision="float32"))

@@ -80,12 +80,16 @@ class Example:
             self.strata["gaps"] = np.flatnonzero(border.ravel() > 1.0)
 
 
-def check_training_memory(model, t_in: int, batch_size: int, precision: str, device) -> None:
+def check_training_memory(model, t_in: int, batch_size: int, precision: str, device, *,
+                          weight_copies: int = 4) -> None:
     """Refuse a tile x batch whose activations (kept for the backward pass) cannot fit, before
-    the first iteration allocates them."""
+    the first iteration allocates them; with them ``weight_copies`` float32 copies of the
+    weights (the weights, their gradients, Adam's two moments; one more for a moving average)."""
     from ..tileplan import peak_bytes_per_pixel
 
-    need = t_in * t_in * batch_size * peak_bytes_per_pixel(model.config, precision, training=True)
+    n_weights = sum(p.numel() for p in model.network.parameters())
+    need = t_in * t_in * batch_size * peak_bytes_per_pixel(model.config, precision, training=True) \
+        + 4.0 * weight_copies * n_weights
     what = f"training on tiles of {t_in}x{t_in} pixels in batches of {batch_size}"
     way_out = "use a smaller --tile or --batch-size"
     if device.type == "cuda":

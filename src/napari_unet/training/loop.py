@@ -88,7 +88,9 @@ class Run:
         else:
             self.scored_on = "validation" if validation else "training loss"
         self.t_in, self.t_out = input_tile(self.model, cfg.tile)
-        check_training_memory(self.model, self.t_in, cfg.batch_size, self.precision, self.device)
+        copies = (4 if cfg.optimizer == "adam" else 3) + (1 if cfg.weight_average > 0 else 0)
+        check_training_memory(self.model, self.t_in, cfg.batch_size, self.precision, self.device,
+                              weight_copies=copies)
         if self.bf16:
             self.net = self.net.to(memory_format=torch.channels_last)
         self.best = BestModelTracker(self.model, cfg, checkpoint=checkpoint, name=name, n_images=len(self.examples))
