@@ -98,7 +98,7 @@ class TrainingConfig:
     unmatched_credit: float = 0.5  # "objects": fraction of its best IoU that an unmatched held-out cell counts
     anchor_objects: int = 12  # "objects": start-model objects far from the strokes that must stay as they were
     anchor_drift: float = 0.05  # "objects": how far (mean IoU) the outlines of those objects may move; >= 0.5: any
-    min_gain: float = 0.005  # fine-tuning: a fine-tuned iteration must beat the start model's score by more than this
+    min_gain: float = 0.02  # fine-tuning: a fine-tuned iteration must beat the start model's score by more than this
     train_layers: str = "all"  # "all" or "decoder" (contracting path frozen)
     weight_average: float = 0.0  # decay of the moving average of the weights that is checked and kept; 0: off
 
