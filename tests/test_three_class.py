@@ -343,6 +343,16 @@ def test_auto_scales_keep_the_average_only_where_it_makes_the_network_surer(monk
     assert P.check_scales("auto") == list(P.AUTO_SCALES) == [1.0, 0.7]
 
 
+@pytest.mark.parametrize("shape", [(1, 1), (1, 5), (5, 1), (3, 3)])
+@pytest.mark.parametrize("tta", [False, True])
+def test_auto_scales_on_images_a_few_pixels_wide(shape, tta):
+    # 0.7x of them is one pixel or the same size; flipped views of one-pixel axes included
+    img = np.random.default_rng(7).random(shape).astype(np.float32)
+    p = predict_probabilities(img, tiny_model(depth=1), precision="float32", tta=tta)
+    assert p.shape == (2, *shape) and np.isfinite(p).all()
+    np.testing.assert_allclose(p.sum(0), 1, atol=1e-5)
+
+
 def test_cli_trains_a_three_class_model_and_segments_with_tta(tmp_path):
     import tifffile
 
