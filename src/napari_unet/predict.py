@@ -258,12 +258,10 @@ def predict_probabilities(
     P, C, H, W = planes.shape
     views = DIHEDRAL if tta else DIHEDRAL[:1]
     auto = isinstance(scales, str) and scales == "auto"
-    scales = check_scales(AUTO_SCALES if auto else scales)
-    sizes = [_scaled_size((H, W), s) for s in scales]
+    sizes = [_scaled_size((H, W), s) for s in check_scales(scales)]
     # a tile plan for each size (a plan made for the full plane can need as many tiles for a smaller one)
     preds = {size: Predictor.for_plane(model, size, device=device, tile=tile, batch_size=batch_size,
                                        precision=precision, memory_budget=memory_budget) for size in dict.fromkeys(sizes)}
-    pred = preds.get((H, W)) or next(iter(preds.values()))
     # quarter turns swap the axes, which may change the number of tiles
     total = P * sum(len(preds[(h, w)].grid((w, h) if k % 2 else (h, w))) for k, _ in views for h, w in sizes)
     K = model.config.n_classes
@@ -286,7 +284,7 @@ def predict_probabilities(
 
     for p in range(P):
         if not tta and sizes == [(H, W)]:
-            pred.plane(planes[p], out=out[p], progress=tick, cancel=cancel)
+            preds[(H, W)].plane(planes[p], out=out[p], progress=tick, cancel=cancel)
             continue
         stats = model.normalization.stats(planes[p])  # of the plane as it is, for every view
         for i, size in enumerate(sizes):

@@ -105,7 +105,7 @@ class TrainingConfig:
     def __post_init__(self):
         for name in ("iterations", "tile", "batch_size", "validate_every"):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            if not _is_count(v):
                 raise ValueError(f"{name} must be a whole number >= 1, not {v!r}")
         if self.optimizer not in ("adam", "sgd"):
             raise ValueError(f"optimizer must be 'adam' or 'sgd', not {self.optimizer!r}")
@@ -145,7 +145,7 @@ class TrainingConfig:
         if not 0 <= self.unmatched_credit < 1:
             raise ValueError("unmatched_credit must be in [0, 1)")
         bw = self.boundary_width
-        if bw is not None and not _is_pixel_count(bw):
+        if bw is not None and not _is_count(bw):
             raise ValueError(f"boundary_width must be a whole number of pixels >= 1 (or None), not {bw!r}")
         if not (math.isfinite(self.weight_average) and 0 <= self.weight_average < 1):
             raise ValueError(f"weight_average is a decay in [0, 1) (0: off, e.g. 0.999), not {self.weight_average}")
@@ -160,7 +160,7 @@ class TrainingConfig:
             return int(self.boundary_width)
         training = (model.provenance or {}).get("training")
         width = training.get("boundary_width") if isinstance(training, dict) else None
-        return int(width) if _is_pixel_count(width) else 1
+        return int(width) if _is_count(width) else 1
 
     @classmethod
     def for_strokes(cls, **overrides) -> TrainingConfig:
@@ -171,8 +171,8 @@ class TrainingConfig:
         return cls(**base)
 
 
-def _is_pixel_count(v) -> bool:
-    """Whether ``v`` is a whole number >= 1 (not a bool)."""
+def _is_count(v) -> bool:
+    """Whether ``v`` is a whole number >= 1 (not a bool): iterations, tile, pixels."""
     return isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1
 
 
