@@ -26,12 +26,19 @@ slices 20-24, not used to train the model) with ``em-membranes``. ``hela-hard`` 
 where the built-in model starts low, as on a microscope it never saw. ``hela-scope6`` (any
 set, any number N): all images from ONE such microscope (``degraded(instrument_seed=N)``: the
 same contrast, uneven background and noise; their own dim nuclei and debris), as the
-images of one user's data set are.
+images of one user's data set are. ``hela-unseen`` and ``dsb-unseen``: one microscope
+outside the training augmentation altogether (``augment.unseen_microscope``: nucleus-sized
+bright debris, defocus, vignetting, shot noise), where the start model is far lower.
+
+``--trace`` also scores the other images at every check of the judge (what the judge cannot
+see), one line per check: whether a better model was there to be taken.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import copy
 import re
 import sys
 import time
@@ -56,6 +63,14 @@ def _imread(p):
 
 def load_set(name):
     """(model name, [(image, instances)], index of the image to paint on)."""
+    unseen = re.fullmatch(r"(\w+)-unseen(\d*)", name)
+    if unseen:
+        from napari_unet.augment import unseen_microscope
+
+        model_name, pairs, k = load_set(unseen.group(1))
+        inst = int(unseen.group(2)) if unseen.group(2) else 7
+        return model_name, [(unseen_microscope(img, truth == 0, 100 + j, inst), truth)
+                            for j, (img, truth) in enumerate(pairs)], k
     hard = re.fullmatch(r"(\w+)-(hard|scope(\d+))", name)
     if hard:
         from napari_unet.augment import degraded
@@ -87,7 +102,7 @@ def load_set(name):
             lab = L.to_instances(L.from_membranes(_imread(DATA / "isbi2012" / "labels" / f"slice{i:02d}.png")))
             pairs.append((img, lab))
         return "em-membranes", pairs, 2
-    raise ValueError(f"unknown data set {name!r}: dsb, hela, gowt1 or em, optionally with -hard or -scopeN")
+    raise ValueError(f"unknown data set {name!r}: dsb, hela, gowt1 or em, optionally with -hard, -scopeN or -unseen")
 
 
 def _disk(shape, cy, cx, r):
@@ -171,6 +186,33 @@ def score(model, pairs):
     return float(np.mean(ious)), float(np.mean(aps))
 
 
+@contextlib.contextmanager
+def _traced(model, tests, trace, on):
+    """With ``on``: every network the fine-tuning judge scores (the start model first, then each
+    check) is also scored on ``tests``; ``(judge's score, IoU, AP@0.5)`` appended to ``trace``.
+    Seconds then include this scoring."""
+    if not on:
+        yield
+        return
+    from napari_unet.training.holdout import HeldOutJudge
+
+    judge_score = HeldOutJudge.score
+
+    def score_and_trace(self, net, device, bf16):
+        judged = judge_score(self, net, device, bf16)
+        m = copy.deepcopy(model)
+        m.network.load_state_dict({k: v.detach().float().cpu() for k, v in net.state_dict().items()})
+        m.network.eval()
+        trace.append((judged, *score(m, tests)))
+        return judged
+
+    HeldOutJudge.score = score_and_trace
+    try:
+        yield
+    finally:
+        HeldOutJudge.score = judge_score
+
+
 def _score(v):
     return "-" if v is None else f"{v:.3f}"
 
@@ -193,6 +235,7 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--max-test", type=int, default=4, help="score at most this many other images per set")
     ap.add_argument("--model", help="start from this model (name or file) instead of the set's built-in model")
+    ap.add_argument("--trace", action="store_true", help="score the other images at every check of the judge")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a TrainingConfig field, e.g. --set learning_rate=1e-3 --set distillation=0")
     args = ap.parse_args(argv)
@@ -227,7 +270,8 @@ def main(argv=None):
             strokes = simulate(truth, pred_fg, style, seed=args.seed)
             n_cells = len(np.unique(strokes[strokes >= 2]))
             t = time.perf_counter()
-            with warnings.catch_warnings():
+            trace = []
+            with warnings.catch_warnings(), _traced(model, tests, trace, args.trace):
                 warnings.simplefilter("ignore")
                 res = train(model, [img], [strokes], cfg)
             sec = time.perf_counter() - t
@@ -236,6 +280,8 @@ def main(argv=None):
                   f"({n_cells} cells) | {before[0]:.3f} | {after[0]:.3f} | {before[1]:.3f} | {after[1]:.3f} | "
                   f"{'yes' if res.kept_start else f'no (it {res.best_iteration})'} | {_score(res.start_score)} -> "
                   f"{_score(res.best_score)} | {sec:.0f} |", flush=True)
+            for j, (judged, iou, ap_) in enumerate(trace):
+                print(f"|   check {j * cfg.validate_every} | | | | {iou:.3f} | | {ap_:.3f} | | {judged:.3f} | |", flush=True)
 
 
 if __name__ == "__main__":

@@ -45,13 +45,87 @@ def test_to_classes_three_classes_and_width():
     c = to_classes(lab, 3)
     assert set(np.unique(c)) == {-1, 0, 1, 2}
     assert (c[lab == 0] == -1).all() and (c[lab == 1] == 0).all()
-    assert (c[(lab >= 2) & ~boundary_mask(lab)] == 1).all()
+    old = to_classes(lab, 3, unknown_rims=False)
+    assert (old[(lab >= 2) & ~boundary_mask(lab)] == 1).all()
+    # the rims next to unannotated pixels are not known to be interior: not trained
+    rim = (lab >= 2) & ~boundary_mask(lab) & (c == -1)
+    assert rim[2, 1:5].all() and rim[2, 7:11].all() and rim[3:9, 10].all() and rim[3:9, 1].all()
+    assert (c[(lab >= 2) & ~boundary_mask(lab) & ~rim] == 1).all() and (c[3:9, 2:5] == 1).all()
     wide = to_classes(lab, 3, boundary_width=2)
     assert (wide == 2).sum() > (c == 2).sum()
     assert (wide[4:8, 4] == 2).all() and (wide[4:8, 7] == 2).all()
     np.testing.assert_array_equal(to_classes(lab, 2)[lab >= 2], 1)
     with pytest.raises(ValueError):
         to_classes(lab, 4)
+
+
+def test_unknown_rims_only_next_to_unannotated_pixels_inside_the_image():
+    lab = np.ones((20, 20), np.uint16)
+    lab[0:8, 0:8] = 2  # a cell in the corner: two sides on the image border, two on background
+    lab[10:16, 10:16] = 3
+    lab[10:16, 16:20] = 0  # the second cell's right side runs into unpainted pixels
+    c = to_classes(lab, 3)
+    # the image border is not unpainted: the corner cell has no unknown pixel
+    assert (c[0:8, 0:8] >= 1).all() and (c[0, 0:7] == 1).all() and (c[0:7, 7] == 2).all()
+    # the second cell: boundary towards the background, unknown on its rim next to the unpainted pixels
+    assert (c[10, 10:15] == 2).all() and (c[11:15, 15] == -1).all() and (c[11:15, 11:15] == 1).all()
+    wide = to_classes(lab, 3, boundary_width=2)
+    assert (wide[12:14, 14:16] == -1).all() and (wide[12:14, 12:14] == 1).all()
+    # two classes: unchanged, every cell pixel is cell
+    assert (to_classes(lab, 2)[lab >= 2] == 1).all()
+
+
+def test_interior_as_cell_loss_teaches_cell_and_leaves_the_split_alone():
+    from napari_unet.training.losses import weighted_cross_entropy
+
+    # one interior-labelled pixel the network calls boundary, one background pixel it calls background
+    logits = torch.tensor([[[[-4.0, 4.0]], [[-4.0, -4.0]], [[4.0, -4.0]]]])  # (1, 3, 1, 2)
+    classes = torch.tensor([[[1, 0]]])
+    w = torch.ones(1, 1, 2)
+    plain = weighted_cross_entropy(logits, classes, w)
+    as_cell = weighted_cross_entropy(logits, classes, w, interior_as_cell=True)
+    assert plain > 3.5 and as_cell < 0.01  # boundary is a cell: no loss
+    # a pixel the network calls background still costs as much as before
+    logits_bg = torch.tensor([[[[4.0]], [[-4.0]], [[-4.0]]]])
+    one = torch.tensor([[[1]]])
+    assert weighted_cross_entropy(logits_bg, one, torch.ones(1, 1, 1), interior_as_cell=True) > 7.0
+    # two classes: the flag changes nothing
+    two = logits[:, :2]
+    assert torch.allclose(weighted_cross_entropy(two, classes, w), weighted_cross_entropy(two, classes, w, True))
+
+
+def test_three_class_fine_tuning_takes_the_split_from_the_start_model():
+    from napari_unet.training.distillation import distillation_weight
+    from napari_unet.training.loop import Run
+
+    torch.manual_seed(0)
+    model = SegmentationModel.new(UNetConfig(base_channels=4, depth=3, dropout=0.0, n_classes=3),
+                                  class_names=["background", "interior", "boundary"])
+    img = np.zeros((96, 96), np.float32)
+    lab = np.zeros((96, 96), np.uint16)
+    for k, (y, x) in enumerate([(10, 10), (10, 50), (50, 10), (50, 50), (70, 70)]):
+        lab[y : y + 14, x : x + 14] = k + 2
+        img[y : y + 14, x : x + 14] = 1
+    lab[30:34, :] = 1
+    lab[:, 88:92] = 1
+    lab[88:, 0:30] = 1
+    lab[0:6, 30:40] = 1
+    for fine_tune, expect in ((True, True), (False, False)):
+        cfg = TrainingConfig.for_strokes(fine_tune=fine_tune, precision="float32")
+        run = Run(model, [img], [lab], cfg, None, None, None, None)
+        assert run.split_from_start is expect
+    assert not Run(model, [img], [lab], TrainingConfig.for_strokes(split_from_start=False, precision="float32"),
+                   None, None, None, None).split_from_start
+    # unknown rims are distilled from the start model at its confidence
+    run = Run(model, [img], [lab], TrainingConfig.for_strokes(precision="float32"), None, None, None, None)
+    ex = run.examples[0]
+    unknown = (ex.labels > 0) & (ex.classes < 0)
+    assert unknown.any()
+    conf = (ex.teacher.max(axis=0) - 1 / 3) / (2 / 3)
+    np.testing.assert_allclose(ex.distill[unknown], np.clip(conf, 0, 1)[unknown], rtol=1e-5)
+    assert (ex.distill[(ex.labels > 0) & ~unknown] == 0).all()
+    w = distillation_weight(lab > 0, None, 8.0, confidence=False, unknown=unknown)
+    assert (w[unknown] == 1).all() and (w[(lab > 0) & ~unknown] == 0).all()
 
 
 def test_three_class_balance_gives_each_class_equal_total_weight():
@@ -194,6 +268,32 @@ def test_degraded_images_never_wrap_around():
         # the nucleus is dimmed to a few percent of the clean range, still above the background nearby
         assert out[40:50, 40:50].mean() > np.median(out[bg])
     assert not np.array_equal(degraded(img, bg, 0), degraded(img, bg, 1))
+
+
+def test_unseen_microscope_puts_nucleus_sized_debris_on_background_and_blurs():
+    """augment.unseen_microscope (the benchmarks' microscope outside the training augmentation):
+    uint16, reproducible, debris only on background pixels, defocused, one seed per field."""
+    from scipy import ndimage as ndi
+
+    from napari_unet.augment import unseen_microscope
+
+    img = np.zeros((128, 128), np.float32)
+    img[40:80, 40:80] = 200
+    bg = np.zeros(img.shape, bool)
+    bg[:, 100:] = True  # debris may only land here
+    out = unseen_microscope(img, bg, 0, debris=6, photons=2000)
+    assert out.dtype == np.uint16 and out.shape == img.shape
+    np.testing.assert_array_equal(out, unseen_microscope(img, bg, 0, debris=6, photons=2000))
+    assert not np.array_equal(out, unseen_microscope(img, bg, 1, debris=6, photons=2000))
+    plain = unseen_microscope(img, bg, 0, debris=0, photons=2000).astype(float)
+    nucleus = plain[50:70, 50:70].mean() - plain[5:20, 5:20].mean()
+    extra = ndi.uniform_filter(out.astype(float) - plain, 9)  # the noise averaged out
+    assert extra[:, 104:].max() > 0.5 * nucleus  # debris, as bright as a nucleus or more
+    assert np.abs(extra[10:-10, 10:50]).max() < 0.1 * nucleus  # and nothing far from the background strip
+    assert unseen_microscope(img * 1e4, bg, 0, photons=1e6).max() == 65535  # saturates, never wraps
+    # defocused: the nucleus' edge is a ramp several pixels wide, not a step
+    row = ndi.uniform_filter1d(plain[55:65].mean(axis=0), 3)[30:50]
+    assert np.count_nonzero((row > row.min() + 0.1 * np.ptp(row)) & (row < row.max() - 0.1 * np.ptp(row))) >= 3
 
 
 def test_images_degraded_by_one_instrument_share_its_background_and_contrast():

@@ -148,11 +148,16 @@ def boundary_mask(labels, width: int = 1) -> np.ndarray:
     return edge
 
 
-def to_classes(labels, n_classes: int = 2, boundary_width: int = 1) -> np.ndarray:
+def to_classes(labels, n_classes: int = 2, boundary_width: int = 1, unknown_rims: bool = True) -> np.ndarray:
     """Convention labels (H, W) -> int64 class map, -1 where not annotated.
 
     ``n_classes=2`` (the paper): 0 background, 1 cell. ``n_classes=3``: 0 background,
     1 cell interior, 2 cell boundary (:func:`boundary_mask` of ``boundary_width`` pixels).
+    With three classes, a cell's rim next to unannotated pixels (within ``boundary_width``
+    steps, not next to a known other region) is -1 too when ``unknown_rims`` is true: whether
+    the cell ends there (boundary) or the painting does (interior) is not known, and teaching
+    "interior" there erodes the boundary class of a fine-tuned network, so that touching cells
+    merge. ``unknown_rims=False`` labels such rims interior.
     """
     if n_classes not in (2, 3):
         raise ValueError(f"labels convert to 2 or 3 classes, not {n_classes}")
@@ -161,7 +166,11 @@ def to_classes(labels, n_classes: int = 2, boundary_width: int = 1) -> np.ndarra
     classes[lab == 1] = 0
     classes[lab >= 2] = 1
     if n_classes == 3:
-        classes[boundary_mask(lab, boundary_width)] = 2
+        edge = boundary_mask(lab, boundary_width)
+        classes[edge] = 2
+        if unknown_rims and (lab == 0).any():
+            near = ndi.binary_dilation(lab == 0, structure=np.ones((3, 3), bool), iterations=boundary_width)
+            classes[near & (lab >= 2) & ~edge] = -1
     return classes
 
 

@@ -47,6 +47,13 @@ class TrainingConfig:
     is the one known to work on the rest of the image).
     ``train_layers="decoder"`` freezes the contracting path.
 
+    Three-class networks: ``unknown_rims`` leaves untrained a painted cell's rim next to
+    unpainted pixels (cell edge or end of the painting: nobody knows), and fine-tuning
+    distills the start model there; ``split_from_start`` (fine-tuning only) scores the other
+    painted cell pixels as "cell" (interior or boundary) instead of "interior", so that the
+    strokes teach cell against background and the start model keeps drawing the boundary
+    (docs/training.md, "What strokes can and cannot say about the boundary").
+
     ``weight_average`` (0 = off, the paper's choice) is the decay of an exponential moving
     average of the weights (Polyak averaging, no bias correction: it starts from the weights
     after the first step); when on, it is the averaged weights that are checked and kept,
@@ -81,6 +88,8 @@ class TrainingConfig:
     max_zoom: float = 1.0  # magnification drawn log-uniformly in [1/max_zoom, max_zoom]
     microscope: float = 0.0  # probability that a tile gets augment.microscope
     boundary_width: int | None = None  # three-class networks: boundary width in pixels; None: the model's own (1)
+    unknown_rims: bool = True  # three-class networks: a painted cell's rim next to unpainted pixels is not trained as interior
+    split_from_start: bool = True  # three-class fine-tuning: strokes teach cell vs background, the start model the interior/boundary split
     workers: int = 0  # processes preparing tiles (0: in the training loop, reproducible)
     validate_every: int = 50
     seed: int = 0

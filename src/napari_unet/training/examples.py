@@ -62,7 +62,7 @@ class Example:
             lab = separate_touching(lab)
         self.labels = lab
         # targets are made on the whole image, where it is known what lies next to a cell
-        self.classes = (to_classes(lab, self.n_classes, self.boundary_width) if lab.any()
+        self.classes = (to_classes(lab, self.n_classes, self.boundary_width, cfg.unknown_rims) if lab.any()
                         else np.full(lab.shape, -1, np.int64))
         border = border_weight(lab, w0=cfg.w0, sigma=cfg.sigma) if cfg.w0 > 0 and lab.any() else None
         # the class balance of the targets themselves (no second to_classes)

@@ -62,6 +62,8 @@ class Run:
         for msg in check_annotations(checked):  # once the input is known to be usable
             self.note(msg)
         self.distill = cfg.distillation if self.fine_tune else 0.0
+        # three classes, fine-tuning: painted cells teach "cell"; the start model keeps the boundary
+        self.split_from_start = bool(self.fine_tune and cfg.split_from_start and model.config.n_classes == 3)
         if self.fine_tune:
             # the frozen start model's probabilities: distillation targets and stand-in scoring pixels
             from ..predict import predict_probabilities
@@ -71,8 +73,9 @@ class Run:
                                                    precision=self.precision, scales=(1.0,))
         if self.distill > 0:
             for ex, lb in zip(self.examples, train_labels):
-                ex.distill = distillation_weight(np.asarray(lb) > 0, ex.teacher, cfg.distill_distance,
-                                                 cfg.distill_confidence)
+                painted = np.asarray(lb) > 0
+                ex.distill = distillation_weight(painted, ex.teacher, cfg.distill_distance, cfg.distill_confidence,
+                                                 unknown=painted & (ex.classes < 0))
         if not any(e.annotated.size for e in self.examples):
             raise ValueError("nothing is left to train on after holding out strokes: paint a few more")
         self.sampler = Sampler(self.examples, cfg, cfg.free_tiles if self.distill > 0 else 0.0)
@@ -128,7 +131,7 @@ class Run:
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast(self.device, self.bf16):
             logits = self.net(x)
-        loss = self.loss(logits, y, w)
+        loss = self.loss(logits, y, w, self.split_from_start) if self.split_from_start else self.loss(logits, y, w)
         if self.distill > 0:
             loss = loss + self.distill * distillation_loss(logits, tp, dw)
         opt.zero_grad(set_to_none=True)
