@@ -202,6 +202,38 @@ def test_a_model_that_starts_to_find_missed_cells_beats_one_that_finds_none():
         assert (found > start) is wins
 
 
+def test_scribbles_inside_cells_are_not_scored_as_whole_cells():
+    from napari_unet.training.holdout import partly_painted
+
+    lab = np.zeros((80, 80), np.uint16)
+    yy, xx = np.mgrid[:80, :80]
+    lab[(yy - 20) ** 2 + (xx - 20) ** 2 <= 100] = 2  # a whole round cell
+    lab[(yy - 20) ** 2 / 4 + (xx - 60) ** 2 <= 64] = 3  # a whole oval one, 2:1
+    lab[50:53, 10:40] = 4  # a 3-pixel scribble
+    lab[60:70, 50:60] = 5  # a short fat dab: whole
+    part = partly_painted(lab)
+    assert part[lab == 4].all() and not part[(lab == 2) | (lab == 3) | (lab == 5)].any()
+    assert not partly_painted(np.zeros((5, 5), np.uint16)).any()
+
+
+def test_held_out_scribbles_count_the_share_of_their_pixels_found_as_cell():
+    # a cell the start model misses (threshold above it); a candidate finds it. Painted with a
+    # scribble only: as an object the scribble matches nothing either way (its outline is not the
+    # cell's), by its pixels the candidate finds all of it
+    img = np.zeros((64, 64), np.float32)
+    img[16:48, 16:48] = 0.5
+    lab = np.zeros((64, 64), np.uint16)
+    lab[31:34, 20:44] = 2
+    lab[2:5, 2:60] = 1
+    model = tiny_model(padding="same")
+    model.normalization = Normalization(mode="fixed")
+    cfg = TrainingConfig(holdout_score="objects", tile=124, unmatched_credit=0.5)
+    judge = HeldOutJudge(model, [Example(img, np.zeros_like(lab), model, cfg)], [lab], [lab > 0], cfg)
+    assert judge.scribbles and not judge.cells
+    start, found = (judge.score(_Threshold(t), torch.device("cpu"), False) for t in (0.9, 0.3))
+    assert start == pytest.approx(0.5) and found == pytest.approx(1.0)  # (cell part + background 1) / 2
+
+
 def test_a_candidate_that_grows_the_start_models_unpainted_objects_scores_below_it():
     # discs with soft edges: a lower threshold grows every one of them by a few pixels; only one
     # disc (far from the others) is painted, so the others are judged by the start model's objects

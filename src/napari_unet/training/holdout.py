@@ -266,6 +266,47 @@ def matched_cell_scores(predicted: np.ndarray, cells: np.ndarray, match_iou: flo
     return out
 
 
+#: a painted cell whose area exceeds this many times the disc of its largest inscribed circle,
+#: and whose inscribed radius is at most SCRIBBLE_RADIUS pixels (napari's default brush is 10
+#: pixels across), is a stroke inside a cell (a scribble), not a whole cell
+SCRIBBLE_ELONGATION = 3.0
+SCRIBBLE_RADIUS = 5.0
+
+
+def partly_painted(labels) -> np.ndarray:
+    """Bool mask (H, W) of the painted cells (values >= 2 of ``labels``) that are strokes
+    inside a cell rather than whole cells: brush-wide (largest inscribed circle of radius at
+    most ``SCRIBBLE_RADIUS``) and thin (area more than ``SCRIBBLE_ELONGATION`` times that
+    circle's; a whole nucleus, round or oval up to about 3:1, is below it, a scribble along a
+    cell far above). Their outline says nothing about the cell's, so they are not scored as
+    objects."""
+    lab = np.asarray(labels)
+    cells = np.where(lab >= 2, lab, 0)
+    out = np.zeros(lab.shape, bool)
+    for v, sl in enumerate(ndi.find_objects(cells), start=1):
+        if sl is None:
+            continue
+        m = np.pad(cells[sl] == v, 1)
+        radius = float(ndi.distance_transform_edt(m).max())
+        if radius <= SCRIBBLE_RADIUS and m.sum() > SCRIBBLE_ELONGATION * np.pi * radius * radius:
+            out[sl] |= m[1:-1, 1:-1]
+    return out
+
+
+def _cell_recall(net, model: SegmentationModel, examples: list[Example], regions: list[_Region], device,
+                 bf16: bool) -> float:
+    """The share of the scored pixels of ``regions`` (truth >= 0) predicted as a cell (any
+    class but background, as the post-processing sees it)."""
+    hit = total = 0
+    for r in regions:
+        h, w = r.truth.shape
+        probs = _window_probabilities(net, model, examples[r.example].image, r.y0, r.x0, h, w, device, bf16)
+        m = r.truth >= 0
+        hit += int(np.count_nonzero(_predicted_classes(probs, model)[m] != 0))
+        total += int(np.count_nonzero(m))
+    return hit / total if total else 0.0
+
+
 def _cell_scores(net, model: SegmentationModel, examples: list[Example], windows: list[_CellWindow], device,
                  bf16: bool, match_iou: float, unmatched_credit: float = 0.0) -> list[float]:
     """:func:`matched_cell_scores` of every cell in ``windows`` with the model's own
@@ -343,11 +384,15 @@ class HeldOutJudge:
         self.unmatched_credit = cfg.unmatched_credit
         self.regions: list[_Region] = []
         self.cells: list[_CellWindow] = []
+        self.scribbles: list[_Region] = []  # held-out strokes inside cells, scored by the share found as cell
         n_cls = model.config.n_classes
         for i, lb in enumerate(scored_labels):
             lab = np.asarray(lb)
             if cfg.holdout_score == "objects":
-                self.cells += _cell_windows(i, lab)
+                partial = partly_painted(lab)
+                self.cells += _cell_windows(i, np.where(partial, 0, lab))
+                if partial.any():
+                    self.scribbles += _regions_of(i, np.where(partial, 1, -1))
                 if (lab == 1).any():
                     self.regions += _regions_of(i, np.where(lab == 1, 0, -1))
             elif lab.any():
@@ -374,16 +419,27 @@ class HeldOutJudge:
                                if cfg.holdout_score == "objects" and cfg.anchor_objects > 0 else [])
         # the start model's reliability is measured on every painted cell (all are new to it),
         # not on the one or two held out: those may be just the ones it missed
-        self.painted_cells = ([w for i, lb in enumerate(painted) for w in _cell_windows(i, np.asarray(lb))]
-                              if self.object_anchors else [])
+        self.painted_cells, self.painted_scribbles = [], []
+        if self.object_anchors:
+            for i, lb in enumerate(painted):
+                lab = np.asarray(lb)
+                if lab.dtype == bool:
+                    continue
+                partial = partly_painted(lab)
+                self.painted_cells += _cell_windows(i, np.where(partial, 0, lab))
+                if partial.any():
+                    self.painted_scribbles += _regions_of(i, np.where(partial, 1, -1))
 
     def score(self, net, device, bf16: bool) -> float:
         """The score of ``net`` (in eval mode), higher is better, 0 to 1."""
         args = (net, self.model, self.examples)
         first = self.start_score is None  # the first network scored is the start model
         held, anchors = [], None
-        if self.cells:
-            held.append(_cell_score(*args, self.cells, device, bf16, self.match_iou, self.unmatched_credit))
+        if self.cells or self.scribbles:  # the held-out cells: whole ones as objects, scribbles by pixels
+            cell_parts = ([_cell_score(*args, self.cells, device, bf16, self.match_iou, self.unmatched_credit)]
+                          if self.cells else []) + ([_cell_recall(*args, self.scribbles, device, bf16)]
+                                                    if self.scribbles else [])
+            held.append(float(np.mean(cell_parts)))
         if self.regions:
             held.append(_region_score(*args, self.regions, device, bf16))
         parts, weights = [], []
@@ -395,11 +451,13 @@ class HeldOutJudge:
             weights.append(1.0)
         if self.object_anchors:
             if first:
-                if self.painted_cells:  # its score on all painted cells
-                    self.start_held = _cell_score(*args, self.painted_cells, device, bf16, self.match_iou,
-                                                  self.unmatched_credit)
+                if self.painted_cells or self.painted_scribbles:  # its score on all painted cells
+                    on = ([_cell_score(*args, self.painted_cells, device, bf16, self.match_iou,
+                                       self.unmatched_credit)] if self.painted_cells else []) + \
+                         ([_cell_recall(*args, self.painted_scribbles, device, bf16)] if self.painted_scribbles else [])
+                    self.start_held = float(np.mean(on))
                 else:  # on the held-out cells
-                    self.start_held = held[0] if self.cells else 1.0
+                    self.start_held = held[0] if (self.cells or self.scribbles) else 1.0
             anchors = _cell_scores(*args, self.object_anchors, device, bf16, self.match_iou, self.unmatched_credit)
             parts.append(float(np.mean(anchors)))
             # the start model's objects count as much as it got the painted cells right
