@@ -54,6 +54,12 @@ class TrainingConfig:
     strokes teach cell against background and the start model keeps drawing the boundary
     (docs/training.md, "What strokes can and cannot say about the boundary").
 
+    ``keep_prior`` (fine-tuning only): the painted classes are weighed so that the start model's
+    pulls on the class scores cancel (:mod:`napari_unet.training.prior`), and each batch's
+    supervised loss is divided by the mean painted weight of a batch rather than its own, so that
+    the painting's class mix (cells only, scribbles, a fully labelled frame) does not make every
+    cell grow or shrink.
+
     ``weight_average`` (0 = off, the paper's choice) is the decay of an exponential moving
     average of the weights (Polyak averaging, no bias correction: it starts from the weights
     after the first step); when on, it is the averaged weights that are checked and kept,
@@ -109,6 +115,7 @@ class TrainingConfig:
     anchor_drift: float = 0.05  # "objects": how far (mean IoU) the outlines of those objects may move; >= 0.5: any
     min_gain: float = 0.02  # fine-tuning: a fine-tuned iteration must beat the start model's score by more than this
     train_layers: str = "all"  # "all" or "decoder" (contracting path frozen)
+    keep_prior: bool = True  # fine-tuning: painted classes weighed so that the start model's class prior stays
     weight_average: float = 0.0  # decay of the moving average of the weights that is checked and kept; 0: off
 
     def __post_init__(self):

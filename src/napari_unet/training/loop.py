@@ -21,6 +21,7 @@ from .distillation import distillation_loss, distillation_weight
 from .examples import Example, check_training_memory, input_tile
 from .holdout import HeldOutJudge, holdout_split, validation_scores
 from .losses import weighted_cross_entropy
+from .prior import keep_prior
 from .sampling import Sampler, batches
 from .schedule import LearningRateSchedule
 from .smoothing import BEST_MODEL_SMOOTHING, smoothed
@@ -91,6 +92,12 @@ class Run:
         else:
             self.scored_on = "validation" if validation else "training loss"
         self.t_in, self.t_out = input_tile(self.model, cfg.tile)
+        self.prior_scales, self.tile_norm = None, 0.0
+        if self.fine_tune and cfg.keep_prior:
+            # the painting's class mix must not move how readily the network calls a pixel cell
+            self.prior_scales, per_tile = keep_prior(self.examples, self.sampler, self.t_out, cfg.seed,
+                                                     self.split_from_start)
+            self.tile_norm = per_tile * cfg.batch_size
         copies = (4 if cfg.optimizer == "adam" else 3) + (1 if cfg.weight_average > 0 else 0)
         check_training_memory(self.model, self.t_in, cfg.batch_size, self.precision, self.device,
                               weight_copies=copies)
@@ -132,6 +139,8 @@ class Run:
         with autocast(self.device, self.bf16):
             logits = self.net(x)
         loss = self.loss(logits, y, w, self.split_from_start) if self.split_from_start else self.loss(logits, y, w)
+        if self.tile_norm > 0:  # cfg.keep_prior: divided by the mean painted weight of a batch, not its own
+            loss = loss * (w.sum() / self.tile_norm)
         if self.distill > 0:
             loss = loss + self.distill * distillation_loss(logits, tp, dw)
         opt.zero_grad(set_to_none=True)
