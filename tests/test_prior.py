@@ -33,7 +33,8 @@ def test_two_class_scales_cancel_the_pulls_and_keep_the_total_weight():
 def test_scales_are_bounded_and_none_with_one_class():
     pull = np.array([[-1.0, 1e-6], [1.0, -1e-6]])  # cells already right: balancing would zero the background
     a = prior_neutral_scales(pull, np.array([10.0, 10.0]))
-    assert a.max() / a.min() == pytest.approx(100.0) and 20 * a @ [1, 1] == pytest.approx(20 * 2.0)
+    assert a.min() > 0.05 and a.max() / a.min() <= 100.0 + 1e-9  # the background keeps a share
+    assert 10 * a @ [1, 1] == pytest.approx(20.0)
     assert prior_neutral_scales(pull, np.array([0.0, 10.0])) is None
 
 

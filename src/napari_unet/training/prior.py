@@ -18,9 +18,10 @@ from scipy.optimize import nnls
 
 __all__ = ["class_pull", "keep_prior", "prior_neutral_scales", "sampled_pull"]
 
-#: the largest ratio between two classes' scales: a class the start model already gets right
-#: everywhere must not become all or nothing of the loss
-MAX_RATIO = 100.0
+#: bounds of a class's weight scale before the total weight is restored (so at most 100x
+#: apart): a class the start model already gets right everywhere must not become all or
+#: nothing of the loss
+SCALE_RANGE = (0.1, 10.0)
 
 
 def class_pull(probs: np.ndarray, classes: np.ndarray, weights: np.ndarray, n_classes: int,
@@ -50,7 +51,7 @@ def class_pull(probs: np.ndarray, classes: np.ndarray, weights: np.ndarray, n_cl
 
 
 def prior_neutral_scales(pull: np.ndarray, totals: np.ndarray) -> np.ndarray | None:
-    """Per-class weight scales ``a`` (``a_k`` > 0, at most :data:`MAX_RATIO` apart) with
+    """Per-class weight scales ``a`` (``a_k`` > 0, clipped to :data:`SCALE_RANGE`) with
     ``pull @ a`` as near 0 as can be and the total weight ``totals @ a`` unchanged; None when
     fewer than two classes are painted (nothing to balance against: the scales stay 1)."""
     present = totals > 0
@@ -63,7 +64,7 @@ def prior_neutral_scales(pull: np.ndarray, totals: np.ndarray) -> np.ndarray | N
     A = np.vstack([P, big * T[None, :]])
     b = np.concatenate([np.zeros(P.shape[0]), [big * T.sum()]])
     a, _ = nnls(A, b)
-    a = np.maximum(a, a.max() / MAX_RATIO)
+    a = np.clip(a, *SCALE_RANGE)
     a *= T.sum() / float(T @ a)
     out = np.ones(pull.shape[1])
     out[present] = a
@@ -97,23 +98,29 @@ def sampled_pull(examples, sampler, t_out: int, rng: np.random.Generator, n_tile
     return pull, totals, mean
 
 
-def keep_prior(examples, sampler, t_out: int, seed: int, cell_set: bool = False) -> tuple[np.ndarray | None, float]:
+def keep_prior(examples, sampler, t_out: int, seed: int, cell_set: bool = False,
+               rounds: int = 2) -> tuple[np.ndarray | None, float]:
     """Scale each example's loss weights class by class (in place) so that the start model's
-    class prior is a fixed point of the supervised loss (:func:`prior_neutral_scales`).
+    class prior is a fixed point of the supervised loss (:func:`prior_neutral_scales`, solved
+    ``rounds`` times: each round's tiles see the previous scales).
     Returns ``(scales or None when there was nothing to balance, the mean total weight of a
     tile)``: the loop divides each tile's supervised loss by that constant rather than by the
     tile's own total, so that a tile holding a few painted pixels pulls less than one holding
     many (divided by its own total, a tile centred on one small background dab pulled as hard
     as a fully painted one, and class scales cancelled within single-class tiles). The tiles
-    are drawn with a generator of their own, so the training tiles stay those of ``seed``."""
+    are drawn with generators of their own, so the training tiles stay those of ``seed``."""
     if any(ex.teacher is None for ex in examples):
         return None, 0.0
-    rng = np.random.default_rng([seed, 7919])
-    pull, totals, _ = sampled_pull(examples, sampler, t_out, rng, cell_set=cell_set)
-    a = prior_neutral_scales(pull, totals)
-    if a is not None:
+    total = None
+    for r in range(rounds):
+        pull, totals, _ = sampled_pull(examples, sampler, t_out, np.random.default_rng([seed, 7919, r]),
+                                       cell_set=cell_set)
+        a = prior_neutral_scales(pull, totals)
+        if a is None:
+            break
         for ex in examples:
             ann = ex.classes >= 0
             ex.weights[ann] *= a[ex.classes[ann]].astype(np.float32)
-    _, _, mean = sampled_pull(examples, sampler, t_out, rng, cell_set=cell_set)
-    return a, mean
+        total = a if total is None else total * a
+    _, _, mean = sampled_pull(examples, sampler, t_out, np.random.default_rng(3), cell_set=cell_set)
+    return total, mean
