@@ -189,7 +189,8 @@ def score(model, pairs):
 @contextlib.contextmanager
 def _traced(model, tests, trace, on):
     """With ``on``: every network the fine-tuning judge scores (the start model first, then each
-    check) is also scored on ``tests``; ``(judge's score, IoU, AP@0.5)`` appended to ``trace``.
+    check) is also scored on ``tests``; ``(judge's score, IoU, AP@0.5, its held-out score, the start
+    model's score on the painted cells, the outline drift)`` appended to ``trace``.
     Seconds then include this scoring."""
     if not on:
         yield
@@ -203,7 +204,7 @@ def _traced(model, tests, trace, on):
         m = copy.deepcopy(model)
         m.network.load_state_dict({k: v.detach().float().cpu() for k, v in net.state_dict().items()})
         m.network.eval()
-        trace.append((judged, *score(m, tests)))
+        trace.append((judged, *score(m, tests), self.last_held, self.start_held, self.last_drift))
         return judged
 
     HeldOutJudge.score = score_and_trace
@@ -280,8 +281,10 @@ def main(argv=None):
                   f"({n_cells} cells) | {before[0]:.3f} | {after[0]:.3f} | {before[1]:.3f} | {after[1]:.3f} | "
                   f"{'yes' if res.kept_start else f'no (it {res.best_iteration})'} | {_score(res.start_score)} -> "
                   f"{_score(res.best_score)} | {sec:.0f} |", flush=True)
-            for j, (judged, iou, ap_) in enumerate(trace):
-                print(f"|   check {j * cfg.validate_every} | | | | {iou:.3f} | | {ap_:.3f} | | {judged:.3f} | |", flush=True)
+            for j, (judged, iou, ap_, held, start_held, drift) in enumerate(trace):
+                print(f"|   check {j * cfg.validate_every} | | | | {iou:.3f} | | {ap_:.3f} | | {judged:.3f} "
+                      f"(held out {_score(held)}, start on painted {_score(start_held)}, outline drift "
+                      f"{_score(drift)}) | |", flush=True)
 
 
 if __name__ == "__main__":

@@ -286,13 +286,17 @@ def test_a_candidate_that_moves_the_outlines_of_unpainted_objects_cannot_replace
     start_net, candidate = _Threshold(0.5), _Threshold(0.15)
     with torch.no_grad():
         ex.teacher = torch.softmax(start_net(torch.from_numpy(img)[None, None]), 1)[0].numpy()
+    # the candidate gains 0.5 on the held-out painting (the dim cell found) and moves the discs'
+    # outlines by about 0.4 mean IoU
     for drift, wins in ((1.0, True), (0.05, False)):
         cfg = TrainingConfig(holdout_score="objects", tile=124, anchor_drift=drift, min_gain=0.0)  # the outline rule alone
         judge = HeldOutJudge(model, [ex], [lab], [lab > 0], cfg)
         start = judge.score(start_net, torch.device("cpu"), False)
+        held_start = judge.last_held
         found = judge.score(candidate, torch.device("cpu"), False)
         assert (found > start) is wins, (drift, start, found)
         assert judge.drifted == (0 if wins else 1)
+        assert judge.last_held - held_start == pytest.approx(0.5, abs=0.05) and 0.3 < judge.last_drift < 0.45
     with pytest.raises(ValueError, match="anchor_drift"):
         TrainingConfig(anchor_drift=1.5)
 

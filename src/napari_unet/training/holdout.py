@@ -415,6 +415,8 @@ class HeldOutJudge:
         self.start_anchors: list[float] | None = None  # the start model's IoU on each of its own anchors (about 1)
         self.anchor_drift, self.min_gain = cfg.anchor_drift, cfg.min_gain
         self.drifted, self.best_capped = 0, None
+        self.last_drift: float | None = None  # the network scored last: its outline drift ("objects")
+        self.last_held: float | None = None  # and its score on the held-out painting
         self.object_anchors = (_object_anchors(model, examples, far, arng, cfg.anchor_objects)
                                if cfg.holdout_score == "objects" and cfg.anchor_objects > 0 else [])
         # the start model's reliability is measured on every painted cell (all are new to it),
@@ -465,9 +467,12 @@ class HeldOutJudge:
             # nuclei), its other objects are no reference for what is an object
             weights.append(self.start_held ** 2)
         score = float(np.average(parts, weights=weights)) if parts else 0.0
+        self.last_held = float(np.mean(held)) if held else None
         if first:
             self.start_score, self.start_anchors = score, anchors
-        elif anchors is not None and self._outlines_moved(anchors) and score > self.start_score + self.min_gain:
+        self.last_drift = None if anchors is None else self.outline_drift(anchors)
+        if not first and self.last_drift is not None and self.last_drift > self.anchor_drift \
+                and score > self.start_score + self.min_gain:
             # but where it kept an object it must keep its outline: fine-tuning that moves the
             # borders of objects nobody painted (all nuclei a pixel smaller, membranes opened)
             # does so on the user's other images too, whatever it gained on the held-out strokes
@@ -476,10 +481,10 @@ class HeldOutJudge:
             score = self.start_score
         return score
 
-    def _outlines_moved(self, anchors: list[float]) -> bool:
-        """Whether the anchors that both the start model and this network find (IoU above
-        ``match_iou``) lost more than ``anchor_drift`` of mean IoU against the start model's."""
+    def outline_drift(self, anchors: list[float]) -> float:
+        """How much mean IoU the anchors that both the start model and this network find (IoU
+        above ``match_iou``) lost against the start model's; 0 when there are none."""
         both = [(a, s) for a, s in zip(anchors, self.start_anchors) if a > self.match_iou and s > self.match_iou]
         if not both:
-            return False
-        return float(np.mean([a for a, _ in both])) < float(np.mean([s for _, s in both])) - self.anchor_drift
+            return 0.0
+        return float(np.mean([s for _, s in both])) - float(np.mean([a for a, _ in both]))
