@@ -1,0 +1,65 @@
+"""Probe: the start weights moved a share (0.25-1) of the way to the fine-tuned ones (150 iterations,
+judge bypassed; WiSE-FT, Wortsman et al. 2022); change of the other images' IoU and AP@0.5 per share.
+
+Usage: ``python benchmarks/probe_weight_mix.py SEED SET...`` (sets as in bench_strokes.py)."""
+
+import argparse
+import copy
+import sys
+import warnings
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+SHARES = (0.25, 0.5, 0.75, 1.0)
+
+
+def main():
+    ap = argparse.ArgumentParser(description="Weight-space interpolation of the start and the fine-tuned model.")
+    ap.add_argument("seed", type=int, help="seed of the simulated strokes and the training")
+    ap.add_argument("sets", nargs="+", help="data sets, as in bench_strokes.py")
+    args = ap.parse_args()
+    import torch
+    from bench_strokes import load_set, score, simulate
+
+    from napari_unet import load_model, segment
+    from napari_unet.train import TrainingConfig, train
+    from napari_unet.training.holdout import HeldOutJudge
+
+    torch.set_num_threads(1)
+    calls = [0]
+
+    def latest_wins(self, net, device, bf16):  # the judge bypassed: the last check is kept
+        calls[0] += 1
+        return float(calls[0])
+
+    HeldOutJudge.score = latest_wins
+    print("set style seed | " + " ".join(f"a={a}" for a in SHARES) + "  (IoU change; AP change)", flush=True)
+    for name in args.sets:
+        model_name, pairs, k = load_set(name)
+        model = load_model(model_name)
+        img, truth = pairs[k]
+        tests = [p for j, p in enumerate(pairs) if j != k][:3]
+        before = score(model, tests)
+        pred = segment(img, model).labels > 0
+        w0 = {n: v.detach().clone() for n, v in model.network.state_dict().items()}
+        for style in "abc":
+            strokes = simulate(truth, pred, style, seed=args.seed)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                res = train(model, [img], [strokes], TrainingConfig.for_strokes(seed=args.seed, validate_every=150))
+            w1 = {n: v.detach().float().cpu() for n, v in res.model.network.state_dict().items()}
+            out = []
+            for a in SHARES:
+                m = copy.deepcopy(model)
+                m.network.load_state_dict({n: (1 - a) * w0[n] + a * w1[n] if w0[n].is_floating_point() else w1[n]
+                                           for n in w0})
+                m.network.eval()
+                s = score(m, tests)
+                out.append((s[0] - before[0], s[1] - before[1]))
+            print(f"{name} {style} {args.seed} | " + " ".join(f"{d:+.3f}" for d, _ in out) + " ; "
+                  + " ".join(f"{d:+.3f}" for _, d in out), flush=True)
+
+
+if __name__ == "__main__":
+    main()
