@@ -444,9 +444,10 @@ class HeldOutJudge:
             held.append(float(np.mean(cell_parts)))
         if self.regions:
             held.append(_region_score(*args, self.regions, device, bf16))
+        self.last_held = float(np.mean(held)) if held else None
         parts, weights = [], []
         if held:
-            parts.append(float(np.mean(held)))
+            parts.append(self.last_held)
             weights.append(self.n_scored / (self.n_scored + HELD_OUT_PIXELS) if self.anchors else 1.0)
         if self.anchors:
             parts.append(_region_score(*args, self.anchors, device, bf16))
@@ -467,7 +468,6 @@ class HeldOutJudge:
             # nuclei), its other objects are no reference for what is an object
             weights.append(self.start_held ** 2)
         score = float(np.average(parts, weights=weights)) if parts else 0.0
-        self.last_held = float(np.mean(held)) if held else None
         if first:
             self.start_score, self.start_anchors = score, anchors
         self.last_drift = None if anchors is None else self.outline_drift(anchors)
