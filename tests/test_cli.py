@@ -378,6 +378,7 @@ def test_empty_model_name(tmp_path, image_file, capsys):
         (["--learning-rate", "1e4"], "--learning-rate must be above 0 and at most 1, not 10000.0"),
         (["--batch-size", "0"], "--batch-size must be a whole number >= 1, not 0"),
         (["--iterations", "0"], "--iterations must be a whole number >= 1, not 0"),
+        (["--mix-with-start", "1.5"], "--mix-with-start is the share of the way"),
     ],
 )
 def test_train_argument_validation(tmp_path, train_pair, capsys, extra, msg):

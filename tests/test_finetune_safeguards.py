@@ -221,3 +221,61 @@ def test_the_panel_offers_the_stroke_defaults():
     assert W.STROKE_ITERATIONS == STROKE_DEFAULTS["iterations"]
     assert W.STROKE_LEARNING_RATE == STROKE_DEFAULTS["learning_rate"]
     assert W.STROKE_LEARNING_RATE in [v for _, v in W.RATES]
+
+
+# --------------------------------------------------------------------------- mixing with the start
+
+
+def test_mix_weights_interpolates_floats_and_keeps_counters():
+    from napari_unet.training.mixing import mix_weights
+
+    start = {"w": torch.zeros(3), "b": torch.ones(2, dtype=torch.bfloat16), "n": torch.tensor(1)}
+    tuned = {"w": torch.tensor([2.0, -4.0, 6.0]), "b": torch.full((2,), 3.0, dtype=torch.bfloat16),
+             "n": torch.tensor(7)}
+    half = mix_weights(start, tuned, 0.5)
+    assert torch.equal(half["w"], torch.tensor([1.0, -2.0, 3.0])) and half["b"].dtype == torch.bfloat16
+    assert torch.equal(half["b"], torch.full((2,), 2.0, dtype=torch.bfloat16)) and int(half["n"]) == 7
+    assert all(torch.equal(mix_weights(start, tuned, 1.0)[k], tuned[k]) for k in tuned)
+    with pytest.raises(ValueError, match="same network"):
+        mix_weights({"w": start["w"]}, tuned, 0.5)
+    with pytest.raises(ValueError, match="mix_with_start"):
+        TrainingConfig(mix_with_start=0)
+
+
+def test_mix_with_start_checks_and_keeps_the_weights_part_of_the_way_from_the_start(trained, monkeypatch):
+    """With ``mix_with_start`` the judge scores, and the run returns, start + share x (fine-tuned -
+    start); training itself goes on from the fine-tuned weights (same losses as without)."""
+    from napari_unet.training import loop
+
+    seen = []
+
+    def rising(run):  # every check better than the last; records the weights it scored
+        seen.append({k: v.detach().float().clone() for k, v in run.net.state_dict().items()})
+        return float(len(seen))
+
+    monkeypatch.setattr(loop.Run, "evaluate", rising)
+    img, inst = blobs(25, n=14)
+    cfg = dict(FAST, iterations=10, learning_rate=1e-2, seed=3, lr_schedule="constant")
+    plain = train(trained, [img], [cells_only(inst, n=8)], TrainingConfig(**cfg))
+    n_plain = len(seen)
+    mixed = train(trained, [img], [cells_only(inst, n=8)], TrainingConfig(mix_with_start=0.25, **cfg))
+    assert not plain.kept_start and mixed.best_iteration == plain.best_iteration == 10
+    assert [p.loss for p in mixed.history] == [p.loss for p in plain.history]
+    start = trained.network.state_dict()
+    tuned, kept = plain.model.network.state_dict(), mixed.model.network.state_dict()
+    moved = max(float((tuned[k].float() - start[k].float()).abs().max()) for k in start)
+    assert moved > 1e-3
+    for k in start:
+        want = start[k].float() + 0.25 * (tuned[k].float() - start[k].float())
+        assert torch.allclose(kept[k].float(), want, atol=1e-5 + 1e-3 * moved), k
+        assert torch.allclose(seen[-1][k], kept[k].float(), atol=1e-6)  # what was scored is what is kept
+    assert len(seen) == n_plain * 2 and mixed.model.provenance["training"]["mix_with_start"] == 0.25
+
+
+def test_mix_with_start_is_off_when_training_a_new_network():
+    img, inst = blobs(24)
+    cfg = dict(FAST, iterations=3, seed=1)
+    a = train(tiny_model(), [img], [inst + 1], TrainingConfig(**cfg))
+    b = train(tiny_model(), [img], [inst + 1], TrainingConfig(mix_with_start=0.5, **cfg))
+    for k, v in a.model.network.state_dict().items():
+        assert torch.equal(v, b.model.network.state_dict()[k])

@@ -508,7 +508,8 @@ def cmd_train(args) -> int:
     given = {k: v for k, v in dict(
         iterations=args.iterations, tile=args.tile, learning_rate=args.learning_rate,
         validate_every=args.validate_every, distillation=args.distillation, distill_distance=args.distill_distance,
-        holdout=args.holdout, train_layers=args.train_layers).items() if v is not None}
+        holdout=args.holdout, train_layers=args.train_layers, mix_with_start=args.mix_with_start).items()
+        if v is not None}
     try:
         # fine-tuning a model takes the defaults measured for strokes, a new network the general ones
         cfg = (TrainingConfig.for_strokes if strokes else TrainingConfig)(
@@ -520,6 +521,7 @@ def cmd_train(args) -> int:
         for field in ("iterations", "tile", "batch_size", "learning_rate", "validate_every", "w0", "sigma"):
             msg = msg.replace(f"{field} must", f"--{field.replace('_', '-')} must").replace(
                 f" and {field} >", f" and --{field} >")
+        msg = msg.replace("mix_with_start is", "--mix-with-start is")
         raise CliError(msg) from None
     pairs = _pairs(args.images, args.labels, args.label_format, "training")
     val = _pairs(args.validation_images or [], args.validation_labels or [], args.label_format, "validation")
@@ -791,6 +793,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--holdout", type=float,
                    help="fine-tuning without validation data: share of painted objects held out to check (0 = none)")
     p.add_argument("--train-layers", choices=["all", "decoder"], help="decoder: freeze the contracting path")
+    p.add_argument("--mix-with-start", type=_finite, metavar="SHARE",
+                   help="fine-tuning: keep the start weights moved only SHARE of the way to the fine-tuned ones "
+                        "(1 = the fine-tuned weights; default: the measured one, docs/training.md)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--precision", default="auto", choices=["auto", "float32", "bfloat16"],
                    help="auto: bfloat16 autocast where the hardware runs it natively, else float32")

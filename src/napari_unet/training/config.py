@@ -66,6 +66,12 @@ class TrainingConfig:
     which smooths the noise of small batches (docs/models.md). Without validation data or
     held-out strokes, the checks score the smoothed training loss of the live weights and
     keep the average at the best of them.
+
+    ``mix_with_start`` (fine-tuning only; 1 = off) is the share of the way from the start
+    model's weights to the fine-tuned ones that the checks score and keep (weight-space
+    interpolation, WiSE-FT; :mod:`napari_unet.training.mixing`): the judge then weighs, and
+    the run returns, ``start + share x (fine-tuned - start)``, which keeps more of what the
+    start model knew on the images nobody painted (docs/training.md).
     """
 
     iterations: int = 500
@@ -117,6 +123,7 @@ class TrainingConfig:
     train_layers: str = "all"  # "all" or "decoder" (contracting path frozen)
     keep_prior: bool = True  # fine-tuning: painted classes weighed so that the start model's class prior stays
     weight_average: float = 0.0  # decay of the moving average of the weights that is checked and kept; 0: off
+    mix_with_start: float = 1.0  # fine-tuning: checks score and keep start + this x (fine-tuned - start); 1: off
 
     def __post_init__(self):
         for name in ("iterations", "tile", "batch_size", "validate_every"):
@@ -165,6 +172,9 @@ class TrainingConfig:
             raise ValueError(f"boundary_width must be a whole number of pixels >= 1 (or None), not {bw!r}")
         if not (math.isfinite(self.weight_average) and 0 <= self.weight_average < 1):
             raise ValueError(f"weight_average is a decay in [0, 1) (0: off, e.g. 0.999), not {self.weight_average}")
+        if not (math.isfinite(self.mix_with_start) and 0 < self.mix_with_start <= 1):
+            raise ValueError(f"mix_with_start is the share of the way from the start model to the fine-tuned one, "
+                             f"above 0 and at most 1 (1: the fine-tuned weights), not {self.mix_with_start}")
         if self.train_layers not in ("all", "decoder"):
             raise ValueError("train_layers must be 'all' or 'decoder'")
 

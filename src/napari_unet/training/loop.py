@@ -21,6 +21,7 @@ from .distillation import distillation_loss, distillation_weight
 from .examples import Example, check_training_memory, input_tile
 from .holdout import HeldOutJudge, holdout_split, validation_scores
 from .losses import weighted_cross_entropy
+from .mixing import mix_weights
 from .prior import keep_prior
 from .sampling import Sampler, batches
 from .schedule import LearningRateSchedule
@@ -98,11 +99,14 @@ class Run:
             self.prior_scales, per_tile = keep_prior(self.examples, self.sampler, self.t_out, cfg.seed,
                                                      self.split_from_start)
             self.tile_norm = per_tile * cfg.batch_size
-        copies = (4 if cfg.optimizer == "adam" else 3) + (1 if cfg.weight_average > 0 else 0)
+        # cfg.mix_with_start: the checks score and keep start + share x (fine-tuned - start)
+        self.mix = cfg.mix_with_start if self.fine_tune else 1.0
+        copies = (4 if cfg.optimizer == "adam" else 3) + (cfg.weight_average > 0) + (self.mix < 1)
         check_training_memory(self.model, self.t_in, cfg.batch_size, self.precision, self.device,
                               weight_copies=copies)
         if self.bf16:
             self.net = self.net.to(memory_format=torch.channels_last)
+        self.start_state = copy.deepcopy(self.net.state_dict()) if self.mix < 1 else None
         self.best = BestModelTracker(self.model, cfg, checkpoint=checkpoint, name=name, n_images=len(self.examples))
 
     def note(self, msg: str) -> None:
@@ -190,7 +194,7 @@ def run_loop(run: Run, t0: float, callback, cancel):
             ema = smoothed(ema, lv, BEST_MODEL_SMOOTHING)
             prog = Progress(it + 1, cfg.iterations, lv, lr, seconds=time.perf_counter() - t0)
             if (it + 1) % cfg.validate_every == 0 or it + 1 == cfg.iterations:
-                with _averaged_weights(net, avg):
+                with _checked_weights(net, avg, run.start_state, run.mix):
                     if run.scored_on == "training loss":
                         score = -ema
                     else:
@@ -206,8 +210,8 @@ def run_loop(run: Run, t0: float, callback, cancel):
     finally:
         tiles.close()  # stops tile workers, if any
     if run.best.state is None:
-        # cancelled before any checkpoint: the latest (averaged) weights are the best we have
-        with _averaged_weights(net, avg):
+        # cancelled before any checkpoint: the latest (averaged, mixed) weights are the best we have
+        with _checked_weights(net, avg, run.start_state, run.mix):
             run.best.state, run.best.iteration = copy.deepcopy(net.state_dict()), len(history)
     for p in net.parameters():
         p.requires_grad_(True)
@@ -215,14 +219,21 @@ def run_loop(run: Run, t0: float, callback, cancel):
 
 
 @contextlib.contextmanager
-def _averaged_weights(net, avg):
-    """``net`` holds the averaged weights of ``avg`` inside the block (unchanged when ``avg`` is
-    None or has seen no step), its own again after it."""
-    if avg is None or int(avg.n_averaged) == 0:
+def _checked_weights(net, avg, start=None, share: float = 1.0):
+    """``net`` holds the weights a check scores and keeps inside the block: the moving average
+    of ``avg`` (when it is on and has seen a step) or its own, moved only ``share`` of the way
+    from ``start`` when ``start`` is given (:func:`~.mixing.mix_weights`); its own weights again
+    after it."""
+    averaged = avg is not None and int(avg.n_averaged) > 0
+    mixed = start is not None and share < 1
+    if not (averaged or mixed):
         yield
         return
     own = copy.deepcopy(net.state_dict())
-    net.load_state_dict(avg.module.state_dict())
+    state = avg.module.state_dict() if averaged else own
+    if mixed:
+        state = mix_weights(start, state, share)
+    net.load_state_dict(state)
     try:
         yield
     finally:
