@@ -256,7 +256,7 @@ def test_mix_with_start_checks_and_keeps_the_weights_part_of_the_way_from_the_st
     monkeypatch.setattr(loop.Run, "evaluate", rising)
     img, inst = blobs(25, n=14)
     cfg = dict(FAST, iterations=10, learning_rate=1e-2, seed=3, lr_schedule="constant")
-    plain = train(trained, [img], [cells_only(inst, n=8)], TrainingConfig(**cfg))
+    plain = train(trained, [img], [cells_only(inst, n=8)], TrainingConfig(mix_with_start=1.0, **cfg))
     n_plain = len(seen)
     mixed = train(trained, [img], [cells_only(inst, n=8)], TrainingConfig(mix_with_start=0.25, **cfg))
     assert not plain.kept_start and mixed.best_iteration == plain.best_iteration == 10

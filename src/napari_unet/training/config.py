@@ -67,8 +67,8 @@ class TrainingConfig:
     held-out strokes, the checks score the smoothed training loss of the live weights and
     keep the average at the best of them.
 
-    ``mix_with_start`` (fine-tuning only; 1 = off) is the share of the way from the start
-    model's weights to the fine-tuned ones that the checks score and keep (weight-space
+    ``mix_with_start`` (fine-tuning only; 0.5, measured; 1 = off) is the share of the way
+    from the start model's weights to the fine-tuned ones that the checks score and keep (weight-space
     interpolation, WiSE-FT; :mod:`napari_unet.training.mixing`): the judge then weighs, and
     the run returns, ``start + share x (fine-tuned - start)``, which keeps more of what the
     start model knew on the images nobody painted (docs/training.md).
@@ -123,7 +123,7 @@ class TrainingConfig:
     train_layers: str = "all"  # "all" or "decoder" (contracting path frozen)
     keep_prior: bool = True  # fine-tuning: painted classes weighed so that the start model's class prior stays
     weight_average: float = 0.0  # decay of the moving average of the weights that is checked and kept; 0: off
-    mix_with_start: float = 1.0  # fine-tuning: checks score and keep start + this x (fine-tuned - start); 1: off
+    mix_with_start: float = 0.5  # fine-tuning: checks score and keep start + this x (fine-tuned - start); 1: off
 
     def __post_init__(self):
         for name in ("iterations", "tile", "batch_size", "validate_every"):
