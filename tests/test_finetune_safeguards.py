@@ -270,6 +270,9 @@ def test_mix_with_start_checks_and_keeps_the_weights_part_of_the_way_from_the_st
         assert torch.allclose(kept[k].float(), want, atol=1e-5 + 1e-3 * moved), k
         assert torch.allclose(seen[-1][k], kept[k].float(), atol=1e-6)  # what was scored is what is kept
     assert len(seen) == n_plain * 2 and mixed.model.provenance["training"]["mix_with_start"] == 0.25
+    assert mixed.model.provenance["mixed_with_start"] == 0.25 and plain.model.provenance["mixed_with_start"] == 1
+    assert "0.25 of the way from the start model" in mixed.model.description
+    assert "of the way" not in plain.model.description
 
 
 def test_mix_with_start_is_off_when_training_a_new_network():

@@ -130,7 +130,7 @@ def train(
                finished=not cancelled and len(history) == cfg.iterations, fine_tune=run.fine_tune,
                start_provenance=copy.deepcopy(model.provenance), labels=checked, held_labels=run.held_labels,
                image_names=image_names, scored_on=run.scored_on, start_score=start_score,
-               best_score=run.best.score, distillation=run.distill)
+               best_score=run.best.score, distillation=run.distill, mixed_with_start=run.mix)
     if name:
         trained.name = name
     if description is not None:

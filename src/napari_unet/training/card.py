@@ -34,10 +34,11 @@ def interim_card(start_name: str, cfg, done: int, best_iteration: int, n_images:
 def write_card(model: SegmentationModel, start: SegmentationModel, cfg, *, done: int, best_iteration: int,
                n_images: int, painted_pixels: int, finished: bool, fine_tune: bool, start_provenance: dict,
                labels=None, held_labels=None, image_names=None, scored_on: str = "", start_score=None,
-               best_score=None, distillation: float = 0.0) -> None:
+               best_score=None, distillation: float = 0.0, mixed_with_start: float = 1.0) -> None:
     """Put the card of a finished (or stopped) training on ``model``: iterations, images, painted
     pixels, settings and date; for a fine-tuned model also the start model, the painted and
-    held-out objects, the scores, and a description that says what it was fine-tuned from and on."""
+    held-out objects, the scores, how far the weights moved from the start model's
+    (``mixed_with_start``), and a description that says what it was fine-tuned from and on."""
     start_name = start.name
     date = _now()
     card = {
@@ -67,12 +68,15 @@ def write_card(model: SegmentationModel, start: SegmentationModel, cfg, *, done:
             "start_score": start_score,
             "best_score": best_score,
             "distillation": distillation,
+            "mixed_with_start": mixed_with_start,
         })
         where = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
         model.description = (
             f"{start_name} fine-tuned on {date[:10]} with napari-unet from {objects['cells']} painted cells and "
             f"{objects['background_strokes']} background strokes ({painted_pixels} pixels) on {where}"
             + (f"; {scored_on} score {start_score:.3f} -> {best_score:.3f}" if start_score is not None else "")
+            + (f"; weights moved {mixed_with_start:g} of the way from the start model's to the fine-tuned ones"
+               if mixed_with_start < 1 else "")
             + f". Start model: {start.description or start_name}"
         )
         model.provenance = card
