@@ -59,9 +59,9 @@ def pick(row, k, min_gain=0.02, anchor_drift=0.05):
     return best
 
 
-def _change(row, check, start=None):
-    """(IoU change, AP change, a fine-tuned check taken) of ``check`` against the start model."""
-    s0 = start or row["checks"][0]
+def _change(row, check):
+    """(IoU change, AP change, a fine-tuned check taken) of ``check`` against ``row``'s start model."""
+    s0 = row["checks"][0]
     return check["iou"] - s0["iou"], check["ap"] - s0["ap"], check["it"] != 0
 
 
@@ -115,27 +115,20 @@ def main():
     agg = collections.defaultdict(list)
     for f in args.logs:
         for r in parse(f):
-            s0, last = r["checks"][0], r["checks"][-1]
             for rule, k in (("fixed", 0.0), ("gain", args.k)):
-                b = pick(r, k)
-                agg[(r["name"], r["style"], rule)].append((b["iou"] - s0["iou"], b["ap"] - s0["ap"], b is not s0))
-            agg[(r["name"], r["style"], "last")].append((last["iou"] - s0["iou"], last["ap"] - s0["ap"], True))
+                agg[(r["name"], r["style"], rule)].append(_change(r, pick(r, k)))
+            agg[(r["name"], r["style"], "last")].append(_change(r, r["checks"][-1]))
     print(f"| data set | style | runs | 150 it, no judge: IoU / AP | fixed rule: taken, IoU / AP (worst IoU) | "
           f"drift <= max(0.05, {args.k} x gain): taken, IoU / AP (worst IoU) |")
     print("|---|---|---:|---|---|---|")
     total = collections.defaultdict(list)
     for n, s in sorted({(n, s) for n, s, _ in agg}):
-        cells = []
         for rule in ("last", "fixed", "gain"):
-            v = agg[(n, s, rule)]
-            total[rule] += v
-            mi, ma = sum(x[0] for x in v) / len(v), sum(x[1] for x in v) / len(v)
-            worst, taken = min(x[0] for x in v), sum(x[2] for x in v)
-            cells.append(f"{mi:+.3f} / {ma:+.3f}" if rule == "last" else f"{taken}, {mi:+.3f} / {ma:+.3f} ({worst:+.3f})")
+            total[rule] += agg[(n, s, rule)]
+        cells = [_cell(agg[(n, s, rule)], rule != "last") for rule in ("last", "fixed", "gain")]
         print(f"| {n} | {s} | {len(agg[(n, s, 'last')])} | " + " | ".join(cells) + " |")
     for rule in ("last", "fixed", "gain"):
         print(_summary(rule, total[rule]))
-
 
 if __name__ == "__main__":
     main()
