@@ -25,6 +25,7 @@ def main():
     from napari_unet import load_model, segment
     from napari_unet.train import TrainingConfig, train
     from napari_unet.training.holdout import HeldOutJudge
+    from napari_unet.training.mixing import mix_weights
 
     torch.set_num_threads(1)
     calls = [0]
@@ -47,13 +48,14 @@ def main():
             strokes = simulate(truth, pred, style, seed=args.seed)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                res = train(model, [img], [strokes], TrainingConfig.for_strokes(seed=args.seed, validate_every=150))
+                # the fine-tuned weights themselves (mixing is on by default since 2026-12-07)
+                cfg = TrainingConfig.for_strokes(seed=args.seed, validate_every=150, mix_with_start=1.0)
+                res = train(model, [img], [strokes], cfg)
             w1 = {n: v.detach().float().cpu() for n, v in res.model.network.state_dict().items()}
             out = []
             for a in SHARES:
                 m = copy.deepcopy(model)
-                m.network.load_state_dict({n: (1 - a) * w0[n] + a * w1[n] if w0[n].is_floating_point() else w1[n]
-                                           for n in w0})
+                m.network.load_state_dict(mix_weights(w0, w1, a))
                 m.network.eval()
                 s = score(m, tests)
                 out.append((s[0] - before[0], s[1] - before[1]))
