@@ -288,17 +288,21 @@ def test_a_candidate_that_moves_the_outlines_of_unpainted_objects_cannot_replace
         ex.teacher = torch.softmax(start_net(torch.from_numpy(img)[None, None]), 1)[0].numpy()
     # the candidate gains 0.5 on the held-out painting (the dim cell found) and moves the discs'
     # outlines by about 0.4 mean IoU
-    for drift, wins in ((1.0, True), (0.05, False)):
-        cfg = TrainingConfig(holdout_score="objects", tile=124, anchor_drift=drift, min_gain=0.0)  # the outline rule alone
+    # with the allowance that grows with the held-out gain: 1.0 x 0.5 lets it move 0.5, 0.5 x 0.5 only 0.25
+    for drift, per_gain, wins in ((1.0, 0.0, True), (0.05, 0.0, False), (0.05, 1.0, True), (0.05, 0.5, False)):
+        cfg = TrainingConfig(holdout_score="objects", tile=124, anchor_drift=drift, anchor_drift_per_gain=per_gain,
+                             min_gain=0.0)  # the outline rule alone
         judge = HeldOutJudge(model, [ex], [lab], [lab > 0], cfg)
         start = judge.score(start_net, torch.device("cpu"), False)
         held_start = judge.last_held
         found = judge.score(candidate, torch.device("cpu"), False)
-        assert (found > start) is wins, (drift, start, found)
+        assert (found > start) is wins, (drift, per_gain, start, found)
         assert judge.drifted == (0 if wins else 1)
         assert judge.last_held - held_start == pytest.approx(0.5, abs=0.05) and 0.3 < judge.last_drift < 0.45
     with pytest.raises(ValueError, match="anchor_drift"):
         TrainingConfig(anchor_drift=1.5)
+    with pytest.raises(ValueError, match="anchor_drift_per_gain"):
+        TrainingConfig(anchor_drift_per_gain=-1)
 
 
 def test_the_start_models_reliability_is_measured_on_every_painted_cell():

@@ -40,7 +40,8 @@ class TrainingConfig:
     background by pixel agreement, and up to ``anchor_objects`` of the start model's own objects
     far from the strokes must stay as they were (weighted by how well it did on the painted
     cells; those a fine-tuned network still finds must keep their outlines to within
-    ``anchor_drift`` mean IoU, or it cannot replace the start model);
+    ``anchor_drift`` mean IoU, or ``anchor_drift_per_gain`` times what it gained on the held-out
+    painting when that is more, or it cannot replace the start model);
     ``"pixels"`` by per-class pixel IoU, which cannot see merged cells. A fine-tuned iteration
     replaces the start model only when it beats the start's score by more than ``min_gain``
     (a smaller gain on a few held-out cells is within the judge's noise, and the start model
@@ -119,6 +120,7 @@ class TrainingConfig:
     unmatched_credit: float = 0.5  # "objects": fraction of its best IoU that an unmatched held-out cell counts
     anchor_objects: int = 12  # "objects": start-model objects far from the strokes that must stay as they were
     anchor_drift: float = 0.05  # "objects": how far (mean IoU) the outlines of those objects may move; >= 0.5: any
+    anchor_drift_per_gain: float = 0.0  # "objects": the outlines may also move this many times the held-out gain
     min_gain: float = 0.02  # fine-tuning: a fine-tuned iteration must beat the start model's score by more than this
     train_layers: str = "all"  # "all" or "decoder" (contracting path frozen)
     keep_prior: bool = True  # fine-tuning: painted classes weighed so that the start model's class prior stays
@@ -163,6 +165,8 @@ class TrainingConfig:
             raise ValueError("min_gain must be a number >= 0")
         if not 0 <= self.anchor_drift <= 1:
             raise ValueError("anchor_drift must be between 0 and 1 (1: outlines may move freely)")
+        if not (math.isfinite(self.anchor_drift_per_gain) and self.anchor_drift_per_gain >= 0):
+            raise ValueError("anchor_drift_per_gain must be a number >= 0 (0: the outlines may move anchor_drift only)")
         if self.anchor_objects < 0:
             raise ValueError("anchor_objects must be 0 or more")
         if not 0 <= self.unmatched_credit < 1:

@@ -371,8 +371,10 @@ class HeldOutJudge:
     ``painted`` as masks: on the held-out cells), so that they count where it was right and not
     where it was wrong): a small held-out set is a noisy judge.
     Those of the start model's objects that a network still finds must keep their outlines: when
-    their mean IoU with the start model's outlines falls by more than ``cfg.anchor_drift``, the
-    network scores at most what the start model scored, so it cannot replace it (``drifted``
+    their mean IoU with the start model's outlines falls by more than ``cfg.anchor_drift`` (or,
+    when that is more, ``cfg.anchor_drift_per_gain`` times what the network gained over the start
+    model on the held-out painting: a network that finds held-out cells the start model missed
+    may redraw more), the network scores at most what the start model scored, so it cannot replace it (``drifted``
     counts the networks that would have replaced it otherwise; ``best_capped`` is the best score
     taken from them). Objects a network no longer finds are left to the weighted term above: a
     fine-tuned model that drops debris the start model took for nuclei must not be barred for
@@ -414,6 +416,8 @@ class HeldOutJudge:
         self.start_score: float | None = None
         self.start_anchors: list[float] | None = None  # the start model's IoU on each of its own anchors (about 1)
         self.anchor_drift, self.min_gain = cfg.anchor_drift, cfg.min_gain
+        self.drift_per_gain = cfg.anchor_drift_per_gain
+        self.start_last_held: float | None = None  # the start model's score on the held-out painting
         self.drifted, self.best_capped = 0, None
         self.last_drift: float | None = None  # the network scored last: its outline drift ("objects")
         self.last_held: float | None = None  # and its score on the held-out painting
@@ -469,9 +473,9 @@ class HeldOutJudge:
             weights.append(self.start_held ** 2)
         score = float(np.average(parts, weights=weights)) if parts else 0.0
         if first:
-            self.start_score, self.start_anchors = score, anchors
+            self.start_score, self.start_anchors, self.start_last_held = score, anchors, self.last_held
         self.last_drift = None if anchors is None else self.outline_drift(anchors)
-        if not first and self.last_drift is not None and self.last_drift > self.anchor_drift \
+        if not first and self.last_drift is not None and self.last_drift > self.allowed_drift() \
                 and score > self.start_score + self.min_gain:
             # but where it kept an object it must keep its outline: fine-tuning that moves the
             # borders of objects nobody painted (all nuclei a pixel smaller, membranes opened)
@@ -480,6 +484,14 @@ class HeldOutJudge:
             self.best_capped = score if self.best_capped is None else max(self.best_capped, score)
             score = self.start_score
         return score
+
+    def allowed_drift(self) -> float:
+        """How far the outlines of the network scored last may move: ``anchor_drift``, or
+        ``anchor_drift_per_gain`` times its gain on the held-out painting when that is more."""
+        gain = 0.0
+        if self.last_held is not None and self.start_last_held is not None:
+            gain = self.last_held - self.start_last_held
+        return max(self.anchor_drift, self.drift_per_gain * gain)
 
     def outline_drift(self, anchors: list[float]) -> float:
         """How much mean IoU the anchors that both the start model and this network find (IoU
