@@ -114,13 +114,13 @@ class TrainingConfig:
     distill_distance: float = 8.0  # pixels: the KL weight ramps from 0 at a stroke to ~1 at twice this
     distill_confidence: bool = True  # scale the KL weight by the start model's confidence
     free_tiles: float = 0.25  # fine-tuning with distillation: share of tiles centred anywhere
-    holdout: float = 0.2  # fine-tuning without validation data: share of painted objects held out
+    holdout: float = 0.4  # fine-tuning without validation data: share of painted objects held out (measured)
     holdout_score: str = "objects"  # "objects": held-out cells matched as objects; "pixels": per-class pixel IoU
     match_iou: float = 0.5  # "objects": a held-out cell counts when one predicted object overlaps it above this IoU
     unmatched_credit: float = 0.5  # "objects": fraction of its best IoU that an unmatched held-out cell counts
     anchor_objects: int = 12  # "objects": start-model objects far from the strokes that must stay as they were
     anchor_drift: float = 0.05  # "objects": how far (mean IoU) the outlines of those objects may move; >= 0.5: any
-    anchor_drift_per_gain: float = 0.0  # "objects": the outlines may also move this many times the held-out gain
+    anchor_drift_per_gain: float = 0.5  # "objects": the outlines may also move this many times the held-out gain
     min_gain: float = 0.02  # fine-tuning: a fine-tuned iteration must beat the start model's score by more than this
     train_layers: str = "all"  # "all" or "decoder" (contracting path frozen)
     keep_prior: bool = True  # fine-tuning: painted classes weighed so that the start model's class prior stays

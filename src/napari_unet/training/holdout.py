@@ -23,7 +23,7 @@ __all__ = ["holdout_split", "matched_cell_scores", "HeldOutJudge", "validation_s
 HELD_OUT_PIXELS = 1000
 
 
-def holdout_split(labels_list, fraction: float = 0.2, seed: int = 0, min_objects: int = 4):
+def holdout_split(labels_list, fraction: float = 0.4, seed: int = 0, min_objects: int = 4):
     """Split painted labels into a training part and a held-out part, by whole objects.
 
     Objects are the painted cells (one label value >= 2 each) and the background strokes
