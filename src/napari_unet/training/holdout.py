@@ -374,9 +374,9 @@ class HeldOutJudge:
     their mean IoU with the start model's outlines falls by more than ``cfg.anchor_drift`` (or,
     when that is more, ``cfg.anchor_drift_per_gain`` times what the network gained over the start
     model on the held-out painting: a network that finds held-out cells the start model missed
-    may redraw more), the network scores at most what the start model scored, so it cannot replace it (``drifted``
-    counts the networks that would have replaced it otherwise; ``best_capped`` is the best score
-    taken from them). Objects a network no longer finds are left to the weighted term above: a
+    may redraw more), the network scores at most what the start model scored, so it cannot
+    replace it (``drifted`` counts the networks that would have replaced it otherwise;
+    ``best_capped`` is the best score taken from them). Objects a network no longer finds are left to the weighted term above: a
     fine-tuned model that drops debris the start model took for nuclei must not be barred for
     it. The first network scored must be the start model."""
 
