@@ -2,8 +2,9 @@
 
 Usage: ``python benchmarks/judge_rules.py K LOG...``. Per data set and style, over the logs (one
 per stroke seed): the change of the other images' foreground IoU / AP@0.5 after the last
-iteration with no judge, with the landed outline rule (drift at most 0.05), and with the drift
-allowed up to ``K`` times what the held-out painting gained (docs/benchmarks.md); a Markdown table
+iteration with no judge, with the fixed outline rule (drift at most 0.05, the default until
+2026-12-07), and with the drift allowed up to ``K`` times what the held-out painting gained
+(``TrainingConfig.anchor_drift_per_gain``, 0.5 by default; docs/benchmarks.md); a Markdown table
 and a summary per rule.
 
 ``--mixed LOG...``: logs of the same runs with ``--set mix_with_start=S`` (the same strokes and
@@ -13,6 +14,8 @@ with no judge and with the landed rule, and the landed rule choosing among both.
 import argparse
 import collections
 import re
+
+from napari_unet.training.holdout import allowed_drift
 
 SEED = re.compile(r"settings: .*, seed (\d+),")
 ROW = re.compile(r"\| (\S+) \(\d+ images\) \| (\w):")
@@ -51,7 +54,7 @@ def pick(row, k, min_gain=0.02, anchor_drift=0.05):
     checks = row["checks"]
     start = best = checks[0]
     for ch in checks[1:]:
-        allowed = max(anchor_drift, k * ((ch["held"] or 0) - (start["held"] or 0)))
+        allowed = allowed_drift(ch["held"], start["held"], anchor_drift, k)  # what the judge allows
         if ch["drift"] is not None and ch["drift"] > allowed:
             continue
         if ch["score"] > start["score"] + min_gain and ch["score"] > best["score"]:

@@ -16,7 +16,7 @@ from .annotations import painted_objects
 from .config import TrainingConfig
 from .examples import Example
 
-__all__ = ["holdout_split", "matched_cell_scores", "HeldOutJudge", "validation_scores", "HELD_OUT_PIXELS",
+__all__ = ["allowed_drift", "holdout_split", "matched_cell_scores", "HeldOutJudge", "validation_scores", "HELD_OUT_PIXELS",
            "WINDOW_CHUNK"]
 
 #: held-out pixels at which the held-out strokes weigh half as much as the agreement with the start model
@@ -355,6 +355,14 @@ def validation_scores(model: SegmentationModel, pairs, device="auto", precision=
     return out
 
 
+def allowed_drift(held: float | None, start_held: float | None, anchor_drift: float, per_gain: float) -> float:
+    """How far (mean IoU) the start model's outlines may move for a network that scores ``held``
+    on the held-out painting where the start model scored ``start_held``: ``anchor_drift``, or
+    ``per_gain`` times the gain when that is more (no gain when either score is None)."""
+    gain = held - start_held if held is not None and start_held is not None else 0.0
+    return max(anchor_drift, per_gain * gain)
+
+
 class HeldOutJudge:
     """Scores a network on painted objects it did not train on (``scored_labels``: the held-out
     part, or all the painting when too little was painted to hold some out), plus its agreement
@@ -486,12 +494,8 @@ class HeldOutJudge:
         return score
 
     def allowed_drift(self) -> float:
-        """How far the outlines of the network scored last may move: ``anchor_drift``, or
-        ``anchor_drift_per_gain`` times its gain on the held-out painting when that is more."""
-        gain = 0.0
-        if self.last_held is not None and self.start_last_held is not None:
-            gain = self.last_held - self.start_last_held
-        return max(self.anchor_drift, self.drift_per_gain * gain)
+        """How far the outlines of the network scored last may move (:func:`allowed_drift`)."""
+        return allowed_drift(self.last_held, self.start_last_held, self.anchor_drift, self.drift_per_gain)
 
     def outline_drift(self, anchors: list[float]) -> float:
         """How much mean IoU the anchors that both the start model and this network find (IoU
