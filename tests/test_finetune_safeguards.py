@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -179,6 +181,9 @@ def test_held_out_strokes_judge_the_iterations():
     assert card["images"] == ["blobs.tif"] and card["painted_pixels"] == int(np.count_nonzero(lab))
     assert card["painted_objects"] == {"cells": 8, "background_strokes": 7}
     assert card["held_out_objects"] == {"cells": 3, "background_strokes": 3}  # 40 % of 8 and of 7, rounded
+    assert res.held_out == card["held_out_objects"]
+    assert res.check_words() == (f"Score on the 3 painted cells and 3 background strokes held out from training: "
+                                 f"start model {res.start_score:.2f}, kept model {res.best_score:.2f}.")
     assert card["start_score"] == res.start_score and card["iterations"] == 120 and card["date"]
     assert "fine-tuned" in res.model.description and "blobs.tif" in res.model.description
 
@@ -187,6 +192,7 @@ def test_new_network_trains_without_the_safeguards():
     img, inst = blobs(24)
     res = train(tiny_model(), [img], [inst + 1], TrainingConfig(iterations=3, **FAST))
     assert res.start_score is None and not res.kept_start and res.scored_on == "training loss"
+    assert res.held_out is None and res.check_words() == ""
     assert "fine_tuned" not in res.model.provenance
 
 
@@ -207,6 +213,7 @@ def test_cli_prints_the_warnings_and_the_outcome(trained, tmp_path, capsys):
     err = capsys.readouterr()
     assert rc == 0 and "warning: No background is painted" in err.err
     assert "start model" in err.out and out.exists()
+    assert re.search(r"; held out: [1-9]\d* cells, 0 background strokes\)", err.out)  # cells only were painted
     card = load_model(out).provenance
     if "kept the start model" in err.out:
         assert card["trained_from"] == "tiny" and "fine_tuned" not in card

@@ -201,6 +201,24 @@ def test_fine_tuning_again_keeps_one_origin_in_the_description(make_napari_viewe
     assert session.model.name == "tiny-finetuned" and session.source == "tiny fine-tuned"
 
 
+def test_the_summary_says_what_the_fine_tuned_model_was_checked_on(make_napari_viewer, session, tiny_model):
+    """A biologist sees which of the painted objects judged the result and how both models scored."""
+    from napari_unet.train import Progress, TrainingResult
+
+    viewer = make_napari_viewer()
+    session.set_model(tiny_model, "tiny")
+    w = FinetuneWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    history = [Progress(i, 4, 0.5, 1e-4, validation_score=0.5 + 0.1 * i) for i in range(1, 5)]
+    result = TrainingResult(tiny_model, history=history, best_iteration=4, best_score=0.9, start_score=0.41,
+                            scored_on="held-out strokes", held_out={"cells": 1, "background_strokes": 0})
+    w._painted = (1, 100, 3)
+    w._trained(result, "tiny")
+    assert ("Score on the 1 painted cell held out from training: start model 0.41, kept model 0.90."
+            in w._status.value)
+    assert "best validation score" not in w._status.value
+
+
 def test_a_kept_start_model_stays_current_under_its_own_name(make_napari_viewer, session, tiny_model, blobs):
     """When fine-tuning cannot beat the start model, the panel says so and does not call the
     unchanged model "fine-tuned" or segment again with it."""

@@ -629,6 +629,8 @@ def cmd_train(args) -> int:
         best = f", best {res.scored_on} score {res.best_score:.4f}"
         if res.start_score is not None:
             best += f", start model {res.start_score:.4f}"
+        if res.held_out:
+            best += f"; held out: {res.held_out['cells']} cells, {res.held_out['background_strokes']} background strokes"
     what = "kept the start model" if res.kept_start else f"best iteration {res.best_iteration}"
     print(f"trained {len(res.history)} iterations in {res.seconds:.0f} s ({what}{best}) -> {out}")
     return 0

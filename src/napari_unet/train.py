@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from .modelfile import SegmentationModel
-from .training.annotations import check_annotations
+from .training.annotations import check_annotations, count_objects
 from .training.card import write_card
 from .training.config import STROKE_DEFAULTS, Progress, TrainingConfig, TrainingResult
 from .training.distillation import distillation_weight
@@ -116,13 +116,14 @@ def train(
         start_score = run.evaluate()
         run.best.start(copy.deepcopy(run.net.state_dict()), start_score)
     history, cancelled, interrupted = run_loop(run, t0, callback, cancel)
+    held = count_objects(run.held_labels) if run.held_labels is not None else None
     seconds = time.perf_counter() - t0
     if run.fine_tune and run.best.iteration == 0:
         say_kept(run, history, start_score)
         kept = copy.deepcopy(model)
         run.best.write(kept)
         result = TrainingResult(kept, history, 0, run.best.score, cancelled, seconds, start_score, True, run.notes,
-                                run.scored_on, checkpoint if run.best.saved else None)
+                                run.scored_on, checkpoint if run.best.saved else None, held)
         return _finish(result, interrupted)
     trained = run.trained_model()
     write_card(trained, model, cfg, done=len(history), best_iteration=run.best.iteration, n_images=len(run.examples),
@@ -138,7 +139,7 @@ def train(
     if history:
         run.best.write(trained)
     result = TrainingResult(trained, history, run.best.iteration, run.best.score, cancelled, seconds, start_score,
-                            False, run.notes, run.scored_on, checkpoint if run.best.saved else None)
+                            False, run.notes, run.scored_on, checkpoint if run.best.saved else None, held)
     return _finish(result, interrupted)
 
 

@@ -238,7 +238,8 @@ class FinetuneWidget(Container):
         summary = (f"Fine-tuned ({how} the model of iteration {result.best_iteration}); loss "
                    f"{np.mean([p.loss for p in h[:k]]):.3f} → {np.mean([p.loss for p in h[-k:]]):.3f}")
         scores = [p.validation_score for p in h if p.validation_score is not None]
-        summary += f", best validation score {max(scores):.2f}." if scores else "."
+        checked = result.check_words()  # judged against the start model: on what, and both scores
+        summary += f". {checked}" if checked else f", best validation score {max(scores):.2f}." if scores else "."
         summary += "".join(f" {w}" for w in result.warnings)  # what to paint, start model kept
         self._save.enabled = True
         if not str(self._path.value) or str(self._path.value) == ".":

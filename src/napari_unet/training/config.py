@@ -240,3 +240,17 @@ class TrainingResult:
     warnings: list[str] = field(default_factory=list)
     scored_on: str = ""  # "validation", "held-out strokes", "painted pixels" or "training loss"
     checkpoint: Path | None = None  # the file this run wrote (None if it wrote none)
+    held_out: dict | None = None  # {"cells": n, "background_strokes": m} held out to judge (None: none held out)
+
+    def check_words(self) -> str:
+        """What the returned model was judged on against the start model, and both scores, in
+        plain words (empty when it was not judged against the start model)."""
+        if self.start_score is None or self.best_score is None:
+            return ""
+        if self.scored_on == "held-out strokes" and self.held_out:
+            c, b = self.held_out["cells"], self.held_out["background_strokes"]
+            parts = [f"{c} painted cell{'s' * (c != 1)}"] * bool(c) + [f"{b} background stroke{'s' * (b != 1)}"] * bool(b)
+            what = f"the {' and '.join(parts)} held out from training"
+        else:
+            what = {"validation": "the validation images"}.get(self.scored_on, f"the {self.scored_on}")
+        return f"Score on {what}: start model {self.start_score:.2f}, kept model {self.best_score:.2f}."
