@@ -35,6 +35,19 @@ def test_nan_and_inf_pixels_are_missing_data_with_a_counted_warning():
     # (the percentiles now leave out 3 of 9216 pixels: a change of a few 1e-3 at most)
 
 
+def test_mostly_or_all_nan_images_get_plain_words():
+    """A share of NaN pixels reads as a percentage (never '1e+02 %'); an all-NaN image says there is nothing."""
+    model = tiny_model()
+    img = _blobs()
+    most = img.copy()
+    most[:80] = np.nan
+    with pytest.warns(UserWarning, match=r"7680 of 9216 pixels \(83 %\) are NaN or infinite"):
+        predict_probabilities(most, model, precision="float32")
+    with pytest.warns(UserWarning, match="all 9216 pixels are NaN or infinite: there is nothing to segment") as rec:
+        probs = predict_probabilities(np.full_like(img, np.nan), model, precision="float32")
+    assert np.isfinite(probs).all() and not any("e+0" in str(w.message) for w in rec)
+
+
 def test_normalisation_ignores_non_finite_pixels():
     n = Normalization()
     img = np.linspace(0, 1, 1000, dtype=np.float32).reshape(1, 20, 50)

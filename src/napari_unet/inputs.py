@@ -64,8 +64,14 @@ def warn_nonfinite(planes) -> None:
     n = count_nonfinite(planes)
     if n:
         total = int(np.prod(planes.shape))
+        if n == total:
+            warnings.warn(f"all {total} pixels are NaN or infinite: there is nothing to segment, the labels will be "
+                          "empty; check how the image was exported", stacklevel=3)
+            return
+        share = 100 * n / total
+        pct = f"{share:.2g}" if share < 10 else f"{share:.0f}" if share < 99.5 else ">99"  # never 1e+02
         warnings.warn(
-            f"{n} of {total} pixels ({100 * n / total:.2g} %) are NaN or infinite: treated as missing data "
+            f"{n} of {total} pixels ({pct} %) are NaN or infinite: treated as missing data "
             "(filled with the image's dark level before normalisation)",
             stacklevel=3,
         )
