@@ -4,7 +4,7 @@
     python scripts/builtin_models.py tune em-membranes    # post-processing chosen on validation images
     python scripts/builtin_models.py score em-membranes   # scores on held-out images -> docs table
     python scripts/builtin_models.py install em-membranes # float16 copy into src/napari_unet/models/
-    python scripts/builtin_models.py soup fluo-nuclei --of -a -b --tag=-ab   # weights of two runs averaged
+    python scripts/builtin_models.py soup fluo-nuclei --of=-a --of=-b --tag=-ab   # weights of two runs averaged
     python scripts/builtin_models.py all fluo-nuclei --classes 3 --base-channels 32 --device cuda \
         --workers 3 --batch-size 8 --minutes 6 --tag w32   # train, tune and score in one go (GPU)
 
@@ -307,7 +307,7 @@ def cmd_soup(name, tags, tag):
     """The average of the weights of runs trained on from one start model (a "model soup",
     Wortsman et al., ICML 2022): no slower to run than one of them, often better than each."""
     if not tags:
-        raise SystemExit("soup: name the runs to average with --of TAG TAG ...")
+        raise SystemExit("soup: name the runs to average with --of=TAG --of=TAG ...")
     models = [load_model(RUNS / f"{name}{t}.safetensors") for t in tags]
     states = [m.network.state_dict() for m in models]
     if any(s.keys() != states[0].keys() or any(s[k].shape != states[0][k].shape for k in s) for s in states):
@@ -316,7 +316,8 @@ def cmd_soup(name, tags, tag):
     soup.network.load_state_dict({k: sum(s[k].float() for s in states) / len(states) for k in states[0]})
     # the first run's card (its training data and settings: a trained model, fine-tuned as one), plus the soup's
     soup.provenance = dict(models[0].provenance, soup_of={t: m.provenance for t, m in zip(tags, models)},
-                           command=f"python scripts/builtin_models.py soup {name} --of {' '.join(tags)} --tag={tag}")
+                           command=f"python scripts/builtin_models.py soup {name} "
+                                   f"{' '.join('--of=' + t for t in tags)} --tag={tag}")
     out = RUNS / f"{name}{tag}.safetensors"
     save_model(soup, out, overwrite=True)
     print("wrote", out, flush=True)
@@ -367,8 +368,9 @@ def main(argv=None):
                          "default: the start model's, 1 for a new network)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the tiles drawn and their augmentation")
     ap.add_argument("--tag", default="", help="suffix of the run file name (runs/NAME<tag>.safetensors)")
-    ap.add_argument("--of", nargs="+", default=[], metavar="TAG",
-                    help="soup: the tags of the runs whose weights are averaged into runs/NAME<tag>")
+    ap.add_argument("--of", action="append", default=[], metavar="TAG",
+                    help="soup: the tag of a run whose weights go into the average runs/NAME<tag>, once per run "
+                         "(--of=-a --of=-b: tags begin with '-', so with '=')")
     ap.add_argument("--tta", action="store_true", help="score also with 8x test-time augmentation")
     ap.add_argument("--runs", help="folder for run files (default runs/)")
     ap.add_argument("--as", dest="install_as", help="install: the built-in model's name (default NAME)")
