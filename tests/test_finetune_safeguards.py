@@ -213,7 +213,7 @@ def test_cli_prints_the_warnings_and_the_outcome(trained, tmp_path, capsys):
     err = capsys.readouterr()
     assert rc == 0 and "warning: No background is painted" in err.err
     assert "start model" in err.out and out.exists()
-    assert re.search(r"; held out: [1-9]\d* cells, 0 background strokes\)", err.out)  # cells only were painted
+    assert re.search(r"; held out: [1-9]\d* cells?, 0 background strokes\)", err.out)  # cells only were painted
     card = load_model(out).provenance
     if "kept the start model" in err.out:
         assert card["trained_from"] == "tiny" and "fine_tuned" not in card

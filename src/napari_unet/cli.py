@@ -630,7 +630,8 @@ def cmd_train(args) -> int:
         if res.start_score is not None:
             best += f", start model {res.start_score:.4f}"
         if res.held_out:
-            best += f"; held out: {res.held_out['cells']} cells, {res.held_out['background_strokes']} background strokes"
+            c, b = res.held_out["cells"], res.held_out["background_strokes"]
+            best += f"; held out: {c} cell{'s' * (c != 1)}, {b} background stroke{'s' * (b != 1)}"
     what = "kept the start model" if res.kept_start else f"best iteration {res.best_iteration}"
     print(f"trained {len(res.history)} iterations in {res.seconds:.0f} s ({what}{best}) -> {out}")
     return 0
