@@ -173,6 +173,32 @@ def simulate(truth, pred_fg, style, seed=0, n_cells=8, n_dabs=12, n_scribbles=6)
     return lab
 
 
+def probe_parser(description: str) -> argparse.ArgumentParser:
+    """The command line the probes share: ``SEED SET... [--styles abc]``."""
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("seed", type=int, help="seed of the simulated strokes and the training")
+    ap.add_argument("sets", nargs="+", help="data sets, as in bench_strokes.py")
+    ap.add_argument("--styles", default="abc", help="stroke styles, e.g. ab")
+    return ap
+
+
+def painted_cases(sets, styles, seed: int, max_test: int = 3):
+    """Per data set and style, as the benchmark paints and scores them: yields ``(name, style,
+    model, image, strokes, tests, before)`` with ``before`` the start model's (IoU, AP@0.5) on
+    the other images ``tests``."""
+    from napari_unet import load_model, segment
+
+    for name in sets:
+        model_name, pairs, k = load_set(name)
+        model = load_model(model_name)
+        img, truth = pairs[k]
+        tests = [p for j, p in enumerate(pairs) if j != k][:max_test]
+        before = score(model, tests)
+        pred = segment(img, model).labels > 0
+        for style in styles:
+            yield name, style, model, img, simulate(truth, pred, style, seed=seed), tests, before
+
+
 def score(model, pairs):
     from napari_unet import segment
     from napari_unet.metrics import average_precision

@@ -6,7 +6,6 @@ held out), on the other images of the set.
 
 Usage: ``python benchmarks/probe_crossfit.py SEED SET...`` (sets as in bench_strokes.py)."""
 
-import argparse
 import copy
 import sys
 import time
@@ -17,15 +16,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def main():
-    ap = argparse.ArgumentParser(description="Two fine-tunes on complementary halves of the strokes, averaged.")
-    ap.add_argument("seed", type=int, help="seed of the simulated strokes and the training")
-    ap.add_argument("sets", nargs="+", help="data sets, as in bench_strokes.py")
-    ap.add_argument("--styles", default="abc")
-    args = ap.parse_args()
-    import torch
-    from bench_strokes import load_set, score, simulate
+    from bench_strokes import painted_cases, probe_parser, score
 
-    from napari_unet import load_model, segment
+    args = probe_parser("Two fine-tunes on complementary halves of the strokes, averaged.").parse_args()
+    import torch
+
     from napari_unet.train import TrainingConfig, train
     from napari_unet.training import loop
     from napari_unet.training.holdout import holdout_split
@@ -34,49 +29,36 @@ def main():
     torch.set_num_threads(1)
     split = loop.holdout_split
     print("set style seed | base: taken dIoU dAP | A | B | soup: dIoU dAP | seconds base, cross", flush=True)
-    for name in args.sets:
-        model_name, pairs, k = load_set(name)
-        model = load_model(model_name)
-        img, truth = pairs[k]
-        tests = [p for j, p in enumerate(pairs) if j != k][:3]
-        before = score(model, tests)
-        pred = segment(img, model).labels > 0
-        for style in args.styles:
-            strokes = simulate(truth, pred, style, seed=args.seed)
-            cfg = TrainingConfig.for_strokes(seed=args.seed)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                t = time.perf_counter()
-                base = train(model, [img], [strokes], cfg)
-                t_base = time.perf_counter() - t
-                halves = holdout_split([strokes], 0.5, seed=args.seed)
-                runs = []
-                t = time.perf_counter()
-                for part in (halves, halves[::-1]):
-                    loop.holdout_split = lambda *a, part=part, **kw: (list(part[0]), list(part[1]))
-                    try:
-                        runs.append(train(model, [img], [strokes], cfg))
-                    finally:
-                        loop.holdout_split = split
-                t_cross = time.perf_counter() - t
-            won = [r for r in runs if not r.kept_start]
-            soup = model
-            if won:
-                states = [{n: v.detach().float().cpu() for n, v in r.model.network.state_dict().items()} for r in won]
-                soup = won[0].model
-                if len(states) == 2:
-                    soup = copy.deepcopy(won[0].model)
-                    soup.network.load_state_dict(mix_weights(states[0], states[1], 0.5))
-                    soup.network.eval()
-            cols = []
-            for r in (base, *runs):
-                s = score(r.model, tests)
-                cols.append(f"{'n' if r.kept_start else 'y'} {s[0] - before[0]:+.3f} {s[1] - before[1]:+.3f}")
-            s = score(soup, tests)
-            cols.append(f"{len(won)} {s[0] - before[0]:+.3f} {s[1] - before[1]:+.3f}")
-            print(f"{name} {style} {args.seed} | " + " | ".join(cols) + f" | {t_base:.0f} {t_cross:.0f}",
-                  flush=True)
-
+    for name, style, model, img, strokes, tests, before in painted_cases(args.sets, args.styles, args.seed):
+        cfg = TrainingConfig.for_strokes(seed=args.seed)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            t = time.perf_counter()
+            base = train(model, [img], [strokes], cfg)
+            t_base = time.perf_counter() - t
+            halves = holdout_split([strokes], 0.5, seed=args.seed)
+            runs = []
+            t = time.perf_counter()
+            for part in (halves, halves[::-1]):  # train on one half, judge on the other, then swap
+                loop.holdout_split = lambda *a, part=part, **kw: (list(part[0]), list(part[1]))
+                try:
+                    runs.append(train(model, [img], [strokes], cfg))
+                finally:
+                    loop.holdout_split = split
+            t_cross = time.perf_counter() - t
+        won = [r for r in runs if not r.kept_start]
+        soup = won[0].model if won else model
+        if len(won) == 2:
+            soup = copy.deepcopy(won[0].model)
+            soup.network.load_state_dict(mix_weights(*(r.model.network.state_dict() for r in won), 0.5))
+            soup.network.eval()
+        cols = []
+        for r in (base, *runs):
+            s = score(r.model, tests)
+            cols.append(f"{'n' if r.kept_start else 'y'} {s[0] - before[0]:+.3f} {s[1] - before[1]:+.3f}")
+        s = score(soup, tests)
+        cols.append(f"{len(won)} {s[0] - before[0]:+.3f} {s[1] - before[1]:+.3f}")
+        print(f"{name} {style} {args.seed} | " + " | ".join(cols) + f" | {t_base:.0f} {t_cross:.0f}", flush=True)
 
 if __name__ == "__main__":
     main()

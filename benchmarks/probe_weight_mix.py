@@ -3,7 +3,6 @@ judge bypassed; WiSE-FT, Wortsman et al. 2022); change of the other images' IoU 
 
 Usage: ``python benchmarks/probe_weight_mix.py SEED SET...`` (sets as in bench_strokes.py)."""
 
-import argparse
 import copy
 import sys
 import warnings
@@ -15,14 +14,11 @@ SHARES = (0.25, 0.5, 0.75, 1.0)
 
 
 def main():
-    ap = argparse.ArgumentParser(description="Weight-space interpolation of the start and the fine-tuned model.")
-    ap.add_argument("seed", type=int, help="seed of the simulated strokes and the training")
-    ap.add_argument("sets", nargs="+", help="data sets, as in bench_strokes.py")
-    args = ap.parse_args()
-    import torch
-    from bench_strokes import load_set, score, simulate
+    from bench_strokes import painted_cases, probe_parser, score
 
-    from napari_unet import load_model, segment
+    args = probe_parser("Weight-space interpolation of the start and the fine-tuned model.").parse_args()
+    import torch
+
     from napari_unet.train import TrainingConfig, train
     from napari_unet.training.holdout import HeldOutJudge
     from napari_unet.training.mixing import mix_weights
@@ -36,32 +32,23 @@ def main():
 
     HeldOutJudge.score = latest_wins
     print("set style seed | " + " ".join(f"a={a}" for a in SHARES) + "  (IoU change; AP change)", flush=True)
-    for name in args.sets:
-        model_name, pairs, k = load_set(name)
-        model = load_model(model_name)
-        img, truth = pairs[k]
-        tests = [p for j, p in enumerate(pairs) if j != k][:3]
-        before = score(model, tests)
-        pred = segment(img, model).labels > 0
+    for name, style, model, img, strokes, tests, before in painted_cases(args.sets, args.styles, args.seed):
         w0 = {n: v.detach().clone() for n, v in model.network.state_dict().items()}
-        for style in "abc":
-            strokes = simulate(truth, pred, style, seed=args.seed)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                # the fine-tuned weights themselves (mixing is on by default since 2026-12-07)
-                cfg = TrainingConfig.for_strokes(seed=args.seed, validate_every=150, mix_with_start=1.0)
-                res = train(model, [img], [strokes], cfg)
-            w1 = {n: v.detach().float().cpu() for n, v in res.model.network.state_dict().items()}
-            out = []
-            for a in SHARES:
-                m = copy.deepcopy(model)
-                m.network.load_state_dict(mix_weights(w0, w1, a))
-                m.network.eval()
-                s = score(m, tests)
-                out.append((s[0] - before[0], s[1] - before[1]))
-            print(f"{name} {style} {args.seed} | " + " ".join(f"{d:+.3f}" for d, _ in out) + " ; "
-                  + " ".join(f"{d:+.3f}" for _, d in out), flush=True)
-
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            # the fine-tuned weights themselves (mixing is on by default since 2026-12-07)
+            cfg = TrainingConfig.for_strokes(seed=args.seed, validate_every=150, mix_with_start=1.0)
+            res = train(model, [img], [strokes], cfg)
+        w1 = {n: v.detach().float().cpu() for n, v in res.model.network.state_dict().items()}
+        out = []
+        for a in SHARES:
+            m = copy.deepcopy(model)
+            m.network.load_state_dict(mix_weights(w0, w1, a))
+            m.network.eval()
+            s = score(m, tests)
+            out.append((s[0] - before[0], s[1] - before[1]))
+        print(f"{name} {style} {args.seed} | " + " ".join(f"{d:+.3f}" for d, _ in out) + " ; "
+              + " ".join(f"{d:+.3f}" for _, d in out), flush=True)
 
 if __name__ == "__main__":
     main()

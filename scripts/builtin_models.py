@@ -35,6 +35,7 @@ from napari_unet import labels as L
 from napari_unet.model import UNet, UNetConfig, narrowed
 from napari_unet.modelfile import SegmentationModel, load_model, save_model
 from napari_unet.train import TrainingConfig, train
+from napari_unet.training.mixing import average_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -309,11 +310,12 @@ def cmd_soup(name, tags, tag):
     if not tags:
         raise SystemExit("soup: name the runs to average with --of=TAG --of=TAG ...")
     models = [load_model(RUNS / f"{name}{t}.safetensors") for t in tags]
-    states = [m.network.state_dict() for m in models]
-    if any(s.keys() != states[0].keys() or any(s[k].shape != states[0][k].shape for k in s) for s in states):
-        raise SystemExit("soup: the runs' networks differ in shape; only runs of one architecture can be averaged")
+    try:
+        averaged = average_weights([m.network.state_dict() for m in models])
+    except ValueError:
+        raise SystemExit("soup: the runs' networks differ in shape; only runs of one architecture can be averaged") from None
     soup = models[0]
-    soup.network.load_state_dict({k: sum(s[k].float() for s in states) / len(states) for k in states[0]})
+    soup.network.load_state_dict(averaged)
     # the first run's card (its training data and settings: a trained model, fine-tuned as one), plus the soup's
     soup.provenance = dict(models[0].provenance, soup_of={t: m.provenance for t, m in zip(tags, models)},
                            command=f"python scripts/builtin_models.py soup {name} "

@@ -249,6 +249,19 @@ def test_mix_weights_interpolates_floats_and_keeps_counters():
         TrainingConfig(mix_with_start=0)
 
 
+def test_average_weights_is_the_mean_of_the_floats_and_refuses_other_networks():
+    from napari_unet.training.mixing import average_weights
+
+    states = [{"w": torch.tensor([0.0, 3.0]), "n": torch.tensor(k)} for k in (1, 2, 3)]
+    states[1]["w"], states[2]["w"] = torch.tensor([3.0, 6.0]), torch.tensor([6.0, 0.0])
+    avg = average_weights(states)
+    assert torch.equal(avg["w"], torch.tensor([3.0, 3.0])) and int(avg["n"]) == 1
+    with pytest.raises(ValueError, match="same network"):
+        average_weights([states[0], {"w": torch.zeros(3), "n": torch.tensor(1)}])
+    with pytest.raises(ValueError, match="no weights"):
+        average_weights([])
+
+
 def test_mix_with_start_checks_and_keeps_the_weights_part_of_the_way_from_the_start(trained, monkeypatch):
     """With ``mix_with_start`` the judge scores, and the run returns, start + share x (fine-tuned -
     start); training itself goes on from the fine-tuned weights (same losses as without)."""

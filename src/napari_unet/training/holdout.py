@@ -16,8 +16,8 @@ from .annotations import painted_objects
 from .config import TrainingConfig
 from .examples import Example
 
-__all__ = ["allowed_drift", "holdout_split", "matched_cell_scores", "HeldOutJudge", "validation_scores", "HELD_OUT_PIXELS",
-           "WINDOW_CHUNK"]
+__all__ = ["allowed_drift", "holdout_split", "matched_cell_scores", "HeldOutJudge", "validation_scores",
+           "HELD_OUT_PIXELS", "WINDOW_CHUNK"]
 
 #: held-out pixels at which the held-out strokes weigh half as much as the agreement with the start model
 HELD_OUT_PIXELS = 1000
@@ -384,9 +384,9 @@ class HeldOutJudge:
     model on the held-out painting: a network that finds held-out cells the start model missed
     may redraw more), the network scores at most what the start model scored, so it cannot
     replace it (``drifted`` counts the networks that would have replaced it otherwise;
-    ``best_capped`` is the best score taken from them). Objects a network no longer finds are left to the weighted term above: a
-    fine-tuned model that drops debris the start model took for nuclei must not be barred for
-    it. The first network scored must be the start model."""
+    ``best_capped`` is the best score taken from them). Objects a network no longer finds are
+    left to the weighted term above: a fine-tuned model that drops debris the start model took
+    for nuclei must not be barred for it. The first network scored must be the start model."""
 
     def __init__(self, model: SegmentationModel, examples: list[Example], scored_labels, painted,
                  cfg: TrainingConfig):

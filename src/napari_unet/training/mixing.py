@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["mix_weights"]
+__all__ = ["mix_weights", "average_weights"]
 
 
 def mix_weights(start: dict, tuned: dict, share: float) -> dict:
@@ -28,3 +28,14 @@ def mix_weights(start: dict, tuned: dict, share: float) -> dict:
         else:
             out[k] = t
     return out
+
+
+def average_weights(states: list[dict]) -> dict:
+    """The mean of the floating-point tensors of several state dicts of one network (a "model
+    soup", Wortsman et al., ICML 2022), in float32; other entries are the first one's."""
+    if not states:
+        raise ValueError("no weights to average")
+    if any(s.keys() != states[0].keys() or any(s[k].shape != states[0][k].shape for k in s) for s in states):
+        raise ValueError("the weight sets are not of the same network")
+    return {k: sum(s[k].float() for s in states) / len(states) if torch.is_floating_point(t) else t
+            for k, t in states[0].items()}
