@@ -32,7 +32,7 @@ import torch
 from skimage.io import imread
 
 from napari_unet import labels as L
-from napari_unet.model import UNet, UNetConfig, narrowed
+from napari_unet.model import UNet, UNetConfig, narrowed, with_compressed_view
 from napari_unet.modelfile import SegmentationModel, load_model, save_model
 from napari_unet.train import TrainingConfig, train
 from napari_unet.training.mixing import average_weights
@@ -128,7 +128,8 @@ def _corrupt(pair, k):
 
 def cmd_train(name, iterations=None, threads=None, precision="bfloat16", base_channels=None, start=None, lr=1e-3,
               classes=2, device="auto", workers=0, batch_size=1, minutes=None, tag="", max_zoom=None,
-              microscope=None, validate_every=250, input_compression=None, class_balance_power=1.0, weight_average=0.0, seed=0, boundary_width=None):
+              microscope=None, validate_every=250, input_compression=None, class_balance_power=1.0, weight_average=0.0, seed=0, boundary_width=None,
+              keep_linear=False):
     if threads:
         torch.set_num_threads(threads)
     spec = SPECS[name]
@@ -143,7 +144,13 @@ def cmd_train(name, iterations=None, threads=None, precision="bfloat16", base_ch
             narrow_from = f"{start} (width {model.config.base_channels})"
             net = narrowed(net, base_channels)
             provenance["narrowed_from"] = narrow_from
-        if input_compression is not None and input_compression != net.config.input_compression:
+        if keep_linear and not net.config.keep_linear:
+            # the compressed input beside the linear one, its weights zero: the same model to start with
+            if not input_compression:
+                raise SystemExit("--keep-linear needs --input-compression K (K > 0)")
+            provenance["compressed_view_from"] = f"{start} (linear input; compressed copy added, k {input_compression:g})"
+            net = with_compressed_view(net, input_compression)
+        elif input_compression is not None and input_compression != net.config.input_compression:
             # the same weights behind another input transform: training adapts them to it
             provenance["input_compression_from"] = f"{start} (input_compression {net.config.input_compression})"
             state = net.state_dict()
@@ -155,7 +162,7 @@ def cmd_train(name, iterations=None, threads=None, precision="bfloat16", base_ch
         names = spec["class_names"] if classes == 2 else CLASS_NAMES_3[name]
         model = SegmentationModel.new(
             UNetConfig(base_channels=base_channels or 16, depth=5, padding="valid", dropout=0.5, n_classes=classes,
-                       input_compression=input_compression or 0.0),
+                       input_compression=input_compression or 0.0, keep_linear=keep_linear),
             class_names=names, name=name, description=spec["description"],
         )
     nuclei = name == "fluo-nuclei"
@@ -191,6 +198,8 @@ def cmd_train(name, iterations=None, threads=None, precision="bfloat16", base_ch
         cmd += f" --base-channels {base_channels}"
     if input_compression is not None:
         cmd += f" --input-compression {input_compression:g}"
+    if keep_linear:
+        cmd += " --keep-linear"
     if class_balance_power != 1:
         cmd += f" --class-balance-power {class_balance_power:g}"
     if weight_average:
@@ -361,6 +370,9 @@ def main(argv=None):
     ap.add_argument("--input-compression", type=float, default=None, metavar="K",
                     help="log compression of the normalised input (model.UNetConfig.input_compression); with "
                          "--start, the start model's weights continue behind the new transform")
+    ap.add_argument("--keep-linear", action="store_true",
+                    help="with --input-compression: the network sees the linear input and its compressed copy "
+                         "(with --start from a linear model, the copy's weights start at zero: the same model)")
     ap.add_argument("--class-balance-power", type=float, default=1.0,
                     help="1: the paper's class balance; 0.5: square-root weights (the thin boundary class weighs less)")
     ap.add_argument("--weight-average", type=float, default=0.0, metavar="DECAY",
@@ -385,7 +397,8 @@ def main(argv=None):
     if a.step in ("train", "all"):
         cmd_train(a.name, a.iterations, a.threads, a.precision or "bfloat16", a.base_channels, a.start, a.lr,
                   a.classes, a.device, a.workers, a.batch_size, a.minutes, a.tag, a.max_zoom, a.microscope,
-                  a.validate_every, a.input_compression, a.class_balance_power, a.weight_average, a.seed, a.boundary_width)
+                  a.validate_every, a.input_compression, a.class_balance_power, a.weight_average, a.seed, a.boundary_width,
+                  a.keep_linear)
     if a.step == "soup":
         cmd_soup(a.name, a.of, a.tag)
     if a.step in ("tune", "all"):

@@ -159,13 +159,17 @@ def test_round_trip_same_probabilities(tiny_package, tmp_path):
     np.testing.assert_allclose(_probs(img, again), _probs(img, model), rtol=0, atol=1e-6)
 
 
-@pytest.mark.parametrize("kind", ["same-padding", "channels-fixed-normalisation", "input-compression"])
+@pytest.mark.parametrize("kind", ["same-padding", "channels-fixed-normalisation", "input-compression",
+                                  "linear-and-compressed"])
 def test_round_trip_other_networks(tmp_path, kind, offline):
     if kind == "same-padding":
         model = tiny_model(seed=2, padding="same")
         img = _image(seed=4)
     elif kind == "input-compression":  # the log step travels inside the architecture's kwargs
         model = tiny_model(seed=2, input_compression=30.0)
+        img = _image(seed=4)
+    elif kind == "linear-and-compressed":  # keep_linear doubles the first layer's inputs, not the image's
+        model = tiny_model(seed=2, input_compression=30.0, keep_linear=True)
         img = _image(seed=4)
     else:
         from napari_unet.model import UNetConfig

@@ -397,6 +397,11 @@ def test_train_a_new_network_with_input_compression(tmp_path, train_pair, capsys
     assert load_model(out).config.input_compression == 30.0
     _one_line(capsys, "input_compression must be a finite number >= 0", 2,
               _train_args(tmp_path, img, lab, tmp_path / "n.safetensors", "--input-compression", "-1"))
+    both = tmp_path / "both.safetensors"
+    assert main(_train_args(tmp_path, img, lab, both, "--input-compression", "30", "--keep-linear")) == 0
+    assert load_model(both).config.keep_linear
+    _one_line(capsys, "keep_linear needs input_compression > 0", 2,
+              _train_args(tmp_path, img, lab, tmp_path / "k.safetensors", "--keep-linear"))
 
 
 def test_fifo_as_labels_is_refused_without_hanging(tmp_path, train_pair, capsys):

@@ -82,7 +82,7 @@ def test_same_padding_keeps_size():
     "kwargs,msg",
     [({"padding": "full"}, "padding"), ({"depth": 0}, "depth"), ({"dropout": 1.0}, "dropout"),
      ({"in_channels": 0}, "in_channels"), ({"input_compression": -1.0}, "input_compression"),
-     ({"input_compression": math.inf}, "input_compression")],
+     ({"input_compression": math.inf}, "input_compression"), ({"keep_linear": True}, "keep_linear")],
 )
 def test_bad_config(kwargs, msg):
     with pytest.raises(ValueError, match=msg):
@@ -153,3 +153,30 @@ def test_input_compression_is_the_logarithm_in_front_of_the_same_network():
     # headers written before the option existed read as the paper's network
     old = {k: v for k, v in UNetConfig().to_dict().items() if k != "input_compression"}
     assert UNetConfig.from_dict(old).input_compression == 0.0
+
+
+def test_keep_linear_gives_the_first_layer_each_channel_linear_and_compressed():
+    """keep_linear: the first convolution sees channel i linear, then compressed; a linear network
+    widened by with_compressed_view computes the same until its new (zero) weights train."""
+    from napari_unet.model import with_compressed_view
+
+    torch.manual_seed(0)
+    both = UNet(UNetConfig(in_channels=2, base_channels=4, depth=3, dropout=0.0, input_compression=30.0,
+                           keep_linear=True)).eval()
+    assert both.down[0][0].weight.shape[1] == 4 == both.config.first_layer_inputs
+    plain = UNet(UNetConfig(in_channels=4, base_channels=4, depth=3, dropout=0.0)).eval()
+    plain.load_state_dict(both.state_dict())
+    x = torch.randn(1, 2, 44, 44)
+    c = torch.sign(x) * torch.log1p(30 * x.abs()) / math.log1p(30)
+    with torch.no_grad():
+        assert torch.allclose(both(x), plain(torch.stack([x[:, 0], c[:, 0], x[:, 1], c[:, 1]], 1)), atol=1e-6)
+
+    linear = UNet(UNetConfig(base_channels=4, depth=3, dropout=0.0, n_classes=3)).eval()
+    wider = with_compressed_view(linear, 30.0).eval()
+    assert wider.config.keep_linear and wider.config.input_compression == 30.0
+    with torch.no_grad():
+        assert torch.equal(wider(x[:, :1]), linear(x[:, :1]))
+        wider.down[0][0].weight[:, 1] += 0.1  # once the compressed input has weight, it counts
+        assert not torch.allclose(wider(x[:, :1]), linear(x[:, :1]), atol=1e-3)
+    with pytest.raises(ValueError, match="already compresses"):
+        with_compressed_view(wider, 10.0)

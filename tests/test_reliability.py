@@ -176,7 +176,8 @@ def test_training_refuses_annotations_without_a_cell_and_warns_about_one_class()
 
 
 @pytest.mark.parametrize("cfg", [dict(), dict(depth=1), dict(depth=4, base_channels=3, in_channels=2, n_classes=3),
-                                 dict(padding="same", depth=2)])
+                                 dict(padding="same", depth=2),
+                                 dict(depth=3, in_channels=2, input_compression=30.0, keep_linear=True)])
 def test_expected_tensor_shapes_match_the_network(cfg):
     from napari_unet.model import UNet, UNetConfig
     from napari_unet.modelheader import expected_tensor_shapes

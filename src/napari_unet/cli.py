@@ -538,7 +538,8 @@ def cmd_train(args) -> int:
         try:
             model = SegmentationModel.new(
                 UNetConfig(in_channels=ch, base_channels=args.base_channels, depth=args.depth, padding=args.padding,
-                           n_classes=args.classes, input_compression=args.input_compression),
+                           n_classes=args.classes, input_compression=args.input_compression,
+                           keep_linear=args.keep_linear),
                 class_names=names,
             )
         except ValueError as e:
@@ -812,6 +813,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="new network only: log compression of the normalised input, x -> log(1 + K x) / log(1 + K), "
                         "so dim cells next to bright debris keep contrast (0, the paper: none; measured worse for the "
                         "built-in fluo-nuclei, docs/models.md)")
+    p.add_argument("--keep-linear", action="store_true",
+                   help="new network only, with --input-compression: the network sees the linear input beside "
+                        "the compressed one and can use either")
     p.add_argument("--classes", type=int, default=2, choices=[2, 3],
                    help="new network only: 2 = the paper's background/cell; 3 adds a cell-boundary class "
                         "that keeps touching cells apart")

@@ -51,6 +51,10 @@ class UNetConfig:
         normalised input (0, the paper: none). It keeps 0 and 1 where they are and lifts what
         is dim: a nucleus at 5 % of the range (bright debris took the rest) reaches 27 % at
         ``k = 30``. Part of the network, so every tiling, exporter and format sees it.
+    keep_linear : bool
+        With ``input_compression``: give the first convolution the linear input as well, each
+        input channel followed by its compressed copy (``2 * in_channels`` inputs), so the
+        network can use either (False: the compressed input replaces the linear one).
     """
 
     in_channels: int = 1
@@ -60,6 +64,7 @@ class UNetConfig:
     padding: str = "valid"
     dropout: float = 0.5
     input_compression: float = 0.0
+    keep_linear: bool = False
 
     def __post_init__(self):
         if self.in_channels < 1 or self.n_classes < 1:
@@ -74,6 +79,13 @@ class UNetConfig:
             raise ValueError("dropout must be in [0, 1)")
         if not (self.input_compression >= 0 and math.isfinite(self.input_compression)):
             raise ValueError("input_compression must be a finite number >= 0 (0: none)")
+        if self.keep_linear and not self.input_compression:
+            raise ValueError("keep_linear needs input_compression > 0 (it adds the compressed input beside the linear one)")
+
+    @property
+    def first_layer_inputs(self) -> int:
+        """Channels the first convolution sees: ``in_channels``, twice that with ``keep_linear``."""
+        return self.in_channels * (2 if self.keep_linear else 1)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -117,7 +129,7 @@ class UNet(nn.Module):
         pad = 1 if config.padding == "same" else 0
         widths = [config.base_channels * 2**i for i in range(config.depth)]
         self.down = nn.ModuleList()
-        cin = config.in_channels
+        cin = config.first_layer_inputs
         for w in widths:
             self.down.append(_DoubleConv(cin, w, pad))
             cin = w
@@ -153,7 +165,9 @@ class UNet(nn.Module):
         """``(N, in_channels, H, W)`` to class scores (logits) ``(N, n_classes, H', W')``."""
         k = self.config.input_compression
         if k:
-            x = torch.sign(x) * torch.log1p(k * torch.abs(x)) / math.log1p(k)
+            c = torch.sign(x) * torch.log1p(k * torch.abs(x)) / math.log1p(k)
+            # keep_linear: channel i linear, then its compressed copy (interleaved)
+            x = torch.stack([x, c], dim=2).flatten(1, 2) if self.config.keep_linear else c
         skips = []
         for i, block in enumerate(self.down):
             x = block(x)
@@ -196,7 +210,7 @@ def narrowed(network: UNet, base_channels: int) -> UNet:
         dst.weight.data.copy_(w)
         dst.bias.data.copy_(src.bias.detach()[keep_out])
 
-    prev = torch.arange(cfg.in_channels)
+    prev = torch.arange(cfg.first_layer_inputs)
     skips = []
     with torch.no_grad():
         for i, (src, dst) in enumerate(zip(network.down, out.down)):
@@ -219,6 +233,21 @@ def narrowed(network: UNet, base_channels: int) -> UNet:
             copy(db[2], sb[2], u, d)
             prev = u
         copy(out.head, network.head, torch.arange(cfg.n_classes), prev)
+    return out
+
+
+def with_compressed_view(network: UNet, k: float) -> UNet:
+    """A copy of a trained linear-input ``network`` that also sees its input compressed
+    (``input_compression = k``, ``keep_linear``); the new inputs start with zero weights,
+    so it computes exactly what ``network`` does until training teaches it to use them."""
+    cfg = network.config
+    if cfg.input_compression:
+        raise ValueError("the network already compresses its input; start from one with a linear input")
+    out = UNet(replace(cfg, input_compression=float(k), keep_linear=True))
+    state = dict(network.state_dict())
+    w = state["down.0.0.weight"]  # (out, in, 3, 3) -> (out, 2 * in, 3, 3), compressed copies zero
+    state["down.0.0.weight"] = torch.stack([w, torch.zeros_like(w)], dim=2).flatten(1, 2)
+    out.load_state_dict(state)
     return out
 
 

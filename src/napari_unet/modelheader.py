@@ -64,6 +64,8 @@ def expected_tensor_shapes(architecture: dict) -> dict[str, tuple[int, ...]]:
     ``architecture``, by arithmetic only (nothing is allocated, whatever the numbers)."""
     a = {"in_channels": 1, "n_classes": 2, "depth": 5, "base_channels": 64, **architecture}
     depth, base, cin, k = int(a["depth"]), int(a["base_channels"]), int(a["in_channels"]), int(a["n_classes"])
+    if a.get("keep_linear"):  # the first convolution sees each channel linear and compressed
+        cin *= 2
     shapes: dict[str, tuple[int, ...]] = {}
 
     def double(prefix, c_in, c_out):
