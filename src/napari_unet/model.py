@@ -109,6 +109,11 @@ class _DoubleConv(nn.Sequential):
         )
 
 
+def _interleaved(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Channels (axis 1) of ``a`` and ``b`` alternated: a0, b0, a1, b1, ... (keep_linear's order)."""
+    return torch.stack([a, b], dim=2).flatten(1, 2)
+
+
 def _center_crop(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
     dy = (x.shape[-2] - h) // 2
     dx = (x.shape[-1] - w) // 2
@@ -166,8 +171,7 @@ class UNet(nn.Module):
         k = self.config.input_compression
         if k:
             c = torch.sign(x) * torch.log1p(k * torch.abs(x)) / math.log1p(k)
-            # keep_linear: channel i linear, then its compressed copy (interleaved)
-            x = torch.stack([x, c], dim=2).flatten(1, 2) if self.config.keep_linear else c
+            x = _interleaved(x, c) if self.config.keep_linear else c
         skips = []
         for i, block in enumerate(self.down):
             x = block(x)
@@ -246,7 +250,7 @@ def with_compressed_view(network: UNet, k: float) -> UNet:
     out = UNet(replace(cfg, input_compression=float(k), keep_linear=True))
     state = dict(network.state_dict())
     w = state["down.0.0.weight"]  # (out, in, 3, 3) -> (out, 2 * in, 3, 3), compressed copies zero
-    state["down.0.0.weight"] = torch.stack([w, torch.zeros_like(w)], dim=2).flatten(1, 2)
+    state["down.0.0.weight"] = _interleaved(w, torch.zeros_like(w))
     out.load_state_dict(state)
     return out
 
