@@ -112,6 +112,8 @@ def data(name):
             "ctc Fluo-N2DL-HeLa t52": [ctc("ctc_fluo_n2dl_hela", "t52")],
             "dsb2018 held-out, simulated debris + dim nuclei": [_corrupt(p, k) for k, p in enumerate(
                 [dsb(n) for n in te])],
+            "dsb2018 held-out, a microscope outside the augmentation": [_unseen(p, k) for k, p in enumerate(
+                [dsb(n) for n in te])],
         },
     )
 
@@ -124,6 +126,17 @@ def _corrupt(pair, k):
 
     img, lab = pair
     return degraded(img, lab == 1, 1000 + k), lab
+
+
+def _unseen(pair, k):
+    """A held-out image as a microscope unlike the training augmentation would record it
+    (augment.unseen_microscope: debris the size of a nucleus, defocus, shot noise; one
+    microscope for all, its own field of view per image): a second proxy for the unseen
+    widefield set, one that training cannot have been fitted to."""
+    from napari_unet.augment import unseen_microscope
+
+    img, lab = pair
+    return unseen_microscope(img, lab == 1, 3000 + k), lab
 
 
 def cmd_train(name, iterations=None, threads=None, precision="bfloat16", base_channels=None, start=None, lr=1e-3,
