@@ -104,16 +104,15 @@ def data(name):
     # validation also on the same images made hard (dim nuclei, debris), with seeds of their own,
     # so that the model and its post-processing are not chosen for clean images alone
     val += [_corrupt(p, 2000 + k) for k, p in enumerate(val)]
+    test = [dsb(n) for n in te]  # read once: three of the test sets are these images
     return (
         train_pairs,
         val,
         {
-            "dsb2018 (20 held-out images)": [dsb(n) for n in te],
+            "dsb2018 (20 held-out images)": test,
             "ctc Fluo-N2DL-HeLa t52": [ctc("ctc_fluo_n2dl_hela", "t52")],
-            "dsb2018 held-out, simulated debris + dim nuclei": [_corrupt(p, k) for k, p in enumerate(
-                [dsb(n) for n in te])],
-            "dsb2018 held-out, a microscope outside the augmentation": [_unseen(p, k) for k, p in enumerate(
-                [dsb(n) for n in te])],
+            "dsb2018 held-out, simulated debris + dim nuclei": [_corrupt(p, k) for k, p in enumerate(test)],
+            "dsb2018 held-out, a microscope outside the augmentation": [_unseen(p, k) for k, p in enumerate(test)],
         },
     )
 
